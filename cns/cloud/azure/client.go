@@ -1,0 +1,373 @@
+package azure
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	azcloud "github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
+)
+
+// Auth modes.
+const (
+	AuthManagedIdentity = "managed-identity"
+	AuthDefault         = "default"
+	AuthStatic          = "static" // a fixed bearer token; for mockarm only
+)
+
+// Config selects the NIC and how to reach ARM.
+type Config struct {
+	Endpoint       string // ARM endpoint; empty is Azure public cloud
+	Subscription   string
+	ResourceGroup  string
+	NIC            string
+	Auth           string // AuthManagedIdentity, AuthDefault or AuthStatic
+	ClientID       string // user-assigned managed identity, optional
+	StaticToken    string
+	PollMaxDelay   time.Duration // longest wait between LRO polls; default 5 s
+	HTTPTransport  policy.Transporter
+	MaxRetryDelay  time.Duration // azcore's own retry cap; default 2 s
+	APIMaxAttempts int32         // azcore retries per call; default 2
+}
+
+// Client reads and writes one NIC. It is safe for concurrent use, but cns makes one write
+// at a time.
+type Client struct {
+	nics    *armnetwork.InterfacesClient
+	subnets *armnetwork.SubnetsClient
+	rg, nic string
+	pollMax time.Duration
+
+	mu      sync.Mutex
+	subnetP map[string]netip.Prefix // subnet ID → prefix; a subnet's prefix does not change under a NIC
+}
+
+// New builds the SDK clients.
+func New(cfg Config) (*Client, error) {
+	if cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" {
+		return nil, errors.New("subscription, resource group and NIC name are required")
+	}
+	cred, err := credential(cfg)
+	if err != nil {
+		return nil, err
+	}
+	opts := &arm.ClientOptions{DisableRPRegistration: true}
+	opts.Retry = policy.RetryOptions{MaxRetries: max(cfg.APIMaxAttempts, 2), RetryDelay: 200 * time.Millisecond,
+		MaxRetryDelay: cmpOr(cfg.MaxRetryDelay, 2*time.Second), TryTimeout: 30 * time.Second}
+	opts.Transport = cfg.HTTPTransport
+	opts.Telemetry.ApplicationID = "vnet-cni-cns"
+	if cfg.Endpoint != "" {
+		u, err := url.Parse(cfg.Endpoint)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("ARM endpoint %q: not a URL", cfg.Endpoint)
+		}
+		opts.Cloud = azcloud.Configuration{
+			ActiveDirectoryAuthorityHost: azcloud.AzurePublic.ActiveDirectoryAuthorityHost,
+			Services: map[azcloud.ServiceName]azcloud.ServiceConfiguration{
+				azcloud.ResourceManager: {Endpoint: cfg.Endpoint, Audience: cfg.Endpoint},
+			},
+		}
+		// A plain-HTTP endpoint is only ever a local mockarm; the token is then a dummy.
+		opts.InsecureAllowCredentialWithHTTP = u.Scheme == "http"
+	}
+	nics, err := armnetwork.NewInterfacesClient(cfg.Subscription, cred, opts)
+	if err != nil {
+		return nil, fmt.Errorf("interfaces client: %w", err)
+	}
+	subnets, err := armnetwork.NewSubnetsClient(cfg.Subscription, cred, opts)
+	if err != nil {
+		return nil, fmt.Errorf("subnets client: %w", err)
+	}
+	return &Client{nics: nics, subnets: subnets, rg: cfg.ResourceGroup, nic: cfg.NIC,
+		pollMax: cmpOr(cfg.PollMaxDelay, 5*time.Second), subnetP: map[string]netip.Prefix{}}, nil
+}
+
+func cmpOr[T comparable](v, def T) T {
+	var zero T
+	if v == zero {
+		return def
+	}
+	return v
+}
+
+func credential(cfg Config) (azcore.TokenCredential, error) {
+	switch cfg.Auth {
+	case AuthManagedIdentity:
+		o := &azidentity.ManagedIdentityCredentialOptions{}
+		if cfg.ClientID != "" {
+			o.ID = azidentity.ClientID(cfg.ClientID)
+		}
+		c, err := azidentity.NewManagedIdentityCredential(o)
+		if err != nil {
+			return nil, fmt.Errorf("managed identity credential: %w", err)
+		}
+		return c, nil
+	case AuthDefault, "":
+		c, err := azidentity.NewDefaultAzureCredential(nil)
+		if err != nil {
+			return nil, fmt.Errorf("default credential chain: %w", err)
+		}
+		return c, nil
+	case AuthStatic:
+		if cfg.StaticToken == "" {
+			return nil, errors.New("auth static needs a token")
+		}
+		return staticToken(cfg.StaticToken), nil
+	}
+	return nil, fmt.Errorf("auth %q: want %s, %s or %s", cfg.Auth, AuthManagedIdentity, AuthDefault, AuthStatic)
+}
+
+type staticToken string
+
+func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	return azcore.AccessToken{Token: string(t), ExpiresOn: time.Now().Add(time.Hour)}, nil
+}
+
+// GetNIC reads the NIC.
+func (c *Client) GetNIC(ctx context.Context) (cloud.NIC, error) {
+	resp, err := c.nics.Get(ctx, c.rg, c.nic, nil)
+	if err != nil {
+		return cloud.NIC{}, classify(fmt.Errorf("get NIC %s: %w", c.nic, err))
+	}
+	return c.toNIC(ctx, resp.Interface)
+}
+
+// UpdateIPConfigs applies ch to the NIC with If-Match, waiting for the long-running
+// operation. The NIC is re-read first; if its etag is not ch.ETag the change was decided on
+// a stale view and KindConflict is returned without writing.
+func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error) {
+	resp, err := c.nics.Get(ctx, c.rg, c.nic, nil)
+	if err != nil {
+		return cloud.NIC{}, classify(fmt.Errorf("get NIC %s: %w", c.nic, err))
+	}
+	iface := resp.Interface
+	if etag := str(iface.Etag); ch.ETag != "" && etag != ch.ETag {
+		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindConflict, Err: fmt.Errorf("NIC changed: etag %s, decided on %s", etag, ch.ETag)}
+	}
+	if iface.Properties == nil {
+		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: errors.New("NIC has no properties")}
+	}
+	primary, err := primaryConfig(iface)
+	if err != nil {
+		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: err}
+	}
+	remove := map[netip.Addr]bool{}
+	for _, a := range ch.Remove {
+		remove[a] = true
+	}
+	var configs []*armnetwork.InterfaceIPConfiguration
+	for _, ipc := range iface.Properties.IPConfigurations {
+		if a, ok := configAddr(ipc); ok && remove[a] && ipc != primary {
+			continue
+		}
+		configs = append(configs, ipc)
+	}
+	for range ch.Add {
+		configs = append(configs, &armnetwork.InterfaceIPConfiguration{
+			Name: to.Ptr("cns-" + randomSuffix()),
+			Properties: &armnetwork.InterfaceIPConfigurationPropertiesFormat{
+				Primary:                   to.Ptr(false),
+				PrivateIPAllocationMethod: to.Ptr(armnetwork.IPAllocationMethodDynamic),
+				PrivateIPAddressVersion:   to.Ptr(armnetwork.IPVersionIPv4),
+				Subnet:                    &armnetwork.Subnet{ID: primary.Properties.Subnet.ID},
+			},
+		})
+	}
+	iface.Properties.IPConfigurations = configs
+	// If-Match is not an option of BeginCreateOrUpdate; it rides on the context.
+	wctx := policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{str(iface.Etag)}})
+	poller, err := c.nics.BeginCreateOrUpdate(wctx, c.rg, c.nic, iface, nil)
+	if err != nil {
+		return cloud.NIC{}, classify(fmt.Errorf("put NIC %s: %w", c.nic, err))
+	}
+	// PollUntilDone waits 30 s between polls when the service gives no Retry-After and
+	// refuses less than 1 s; drive the poller with a short delay that honours Retry-After.
+	delay := 20 * time.Millisecond
+	for !poller.Done() {
+		presp, err := poller.Poll(ctx)
+		if err != nil {
+			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
+		}
+		if poller.Done() {
+			break
+		}
+		wait := min(delay, c.pollMax)
+		if ra := retryAfter(presp.Header); ra > 0 {
+			wait = min(ra, c.pollMax)
+		}
+		delay *= 2
+		if err := sleep(ctx, wait); err != nil {
+			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
+		}
+	}
+	res, err := poller.Result(ctx)
+	if err != nil {
+		return cloud.NIC{}, classify(fmt.Errorf("NIC %s update: %w", c.nic, err))
+	}
+	return c.toNIC(ctx, res.Interface)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func randomSuffix() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func primaryConfig(iface armnetwork.Interface) (*armnetwork.InterfaceIPConfiguration, error) {
+	for _, ipc := range iface.Properties.IPConfigurations {
+		if ipc != nil && ipc.Properties != nil && (ipc.Properties.Primary != nil && *ipc.Properties.Primary) {
+			if ipc.Properties.Subnet == nil || ipc.Properties.Subnet.ID == nil {
+				return nil, errors.New("primary ip configuration has no subnet")
+			}
+			return ipc, nil
+		}
+	}
+	return nil, errors.New("NIC has no primary ip configuration")
+}
+
+func configAddr(ipc *armnetwork.InterfaceIPConfiguration) (netip.Addr, bool) {
+	if ipc == nil || ipc.Properties == nil || ipc.Properties.PrivateIPAddress == nil {
+		return netip.Addr{}, false
+	}
+	a, err := netip.ParseAddr(*ipc.Properties.PrivateIPAddress)
+	return a, err == nil && a.Is4()
+}
+
+func (c *Client) toNIC(ctx context.Context, iface armnetwork.Interface) (cloud.NIC, error) {
+	n := cloud.NIC{ID: str(iface.ID), ETag: str(iface.Etag)}
+	if iface.Properties == nil {
+		return n, &cloud.Error{Kind: cloud.KindRejected, Err: errors.New("NIC has no properties")}
+	}
+	if iface.Properties.ProvisioningState != nil {
+		n.ProvisioningState = string(*iface.Properties.ProvisioningState)
+	}
+	primary, err := primaryConfig(iface)
+	if err != nil {
+		return n, &cloud.Error{Kind: cloud.KindRejected, Err: err}
+	}
+	n.Primary, _ = configAddr(primary)
+	for _, ipc := range iface.Properties.IPConfigurations {
+		if a, ok := configAddr(ipc); ok && ipc != primary {
+			n.Secondaries = append(n.Secondaries, a)
+		}
+	}
+	slices.SortFunc(n.Secondaries, netip.Addr.Compare)
+	n.Subnet, err = c.subnetPrefix(ctx, *primary.Properties.Subnet.ID)
+	return n, err
+}
+
+func (c *Client) subnetPrefix(ctx context.Context, id string) (netip.Prefix, error) {
+	c.mu.Lock()
+	p, ok := c.subnetP[id]
+	c.mu.Unlock()
+	if ok {
+		return p, nil
+	}
+	rid, err := arm.ParseResourceID(id)
+	if err != nil || rid.Parent == nil {
+		return p, &cloud.Error{Kind: cloud.KindRejected, Err: fmt.Errorf("subnet ID %q: %w", id, err)}
+	}
+	resp, err := c.subnets.Get(ctx, rid.ResourceGroupName, rid.Parent.Name, rid.Name, nil)
+	if err != nil {
+		return p, classify(fmt.Errorf("get subnet %s: %w", rid.Name, err))
+	}
+	var s string
+	if pr := resp.Properties; pr != nil && pr.AddressPrefix != nil {
+		s = *pr.AddressPrefix
+	} else if pr != nil && len(pr.AddressPrefixes) > 0 {
+		s = str(pr.AddressPrefixes[0])
+	}
+	if p, err = netip.ParsePrefix(s); err != nil {
+		return p, &cloud.Error{Kind: cloud.KindRejected, Err: fmt.Errorf("subnet %s prefix %q: %w", rid.Name, s, err)}
+	}
+	c.mu.Lock()
+	c.subnetP[id] = p.Masked()
+	c.mu.Unlock()
+	return p.Masked(), nil
+}
+
+// classify turns an SDK error into a cloud.Error that says what to do next.
+func classify(err error) error {
+	var re *azcore.ResponseError
+	if !errors.As(err, &re) {
+		return &cloud.Error{Kind: cloud.KindUnavailable, Err: err}
+	}
+	ce := &cloud.Error{Code: re.ErrorCode, Status: re.StatusCode, Err: err}
+	if re.RawResponse != nil {
+		ce.RetryAfter = retryAfter(re.RawResponse.Header)
+	}
+	code := strings.ToLower(re.ErrorCode)
+	switch {
+	case code == "subnetisfull":
+		ce.Kind = cloud.KindSubnetFull
+	case strings.Contains(code, "limitreached") || strings.Contains(code, "maxipconfig"):
+		ce.Kind = cloud.KindNICFull
+	case re.StatusCode == http.StatusTooManyRequests:
+		ce.Kind = cloud.KindThrottled
+	case re.StatusCode == http.StatusPreconditionFailed:
+		ce.Kind = cloud.KindConflict
+	case re.StatusCode == http.StatusConflict:
+		ce.Kind = cloud.KindBusy
+	case re.StatusCode >= 500:
+		ce.Kind = cloud.KindUnavailable
+	case re.StatusCode < 400:
+		ce.Kind = cloud.KindFailed // a long-running operation that ended Failed
+	default:
+		ce.Kind = cloud.KindRejected
+	}
+	return ce
+}
+
+// retryAfter reads ARM's retry hints: retry-after-ms, x-ms-retry-after-ms, Retry-After
+// (seconds or an HTTP date).
+func retryAfter(h http.Header) time.Duration {
+	for _, k := range []string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
+		if ms, err := strconv.Atoi(h.Get(k)); err == nil && ms > 0 {
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	v := h.Get("Retry-After")
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
+
+func str(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}

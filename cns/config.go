@@ -1,0 +1,105 @@
+package cns
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/ipampool"
+)
+
+// Config is everything cns needs to run. Defaults are production values; RegisterFlags
+// exposes each as a flag.
+type Config struct {
+	Socket        string // unix socket of IPAMService + PoolService (root only)
+	Listen        string // loopback TCP address of PoolService; empty disables
+	MetricsListen string // loopback HTTP address of /metrics; empty disables
+	StatePath     string // bbolt state file
+	LogLevel      string
+	Azure         azure.Config
+	Pool          ManagerConfig
+}
+
+// DefaultConfig returns the production defaults.
+func DefaultConfig() Config {
+	return Config{
+		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
+		StatePath: "/var/lib/cns/state.db", LogLevel: "info",
+		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
+		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
+			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
+	}
+}
+
+// RegisterFlags binds every knob to fs, with c's values as defaults.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Socket, "socket", c.Socket, "unix socket for IPAMService and PoolService (mode 0600)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "loopback address for the read-only PoolService, health and reflection; empty disables")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "loopback address for Prometheus /metrics; empty disables")
+	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file (bbolt)")
+	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+
+	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
+	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC")
+	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC")
+	fs.StringVar(&c.Azure.NIC, "nic", c.Azure.NIC, "name of the node NIC")
+	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default (azidentity chain) or static (mockarm)")
+	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
+	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
+
+	l := &c.Pool.Limits
+	fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "ip configurations added per growth unit")
+	fs.IntVar(&l.MinFree, "min-free", l.MinFree, "low watermark of free addresses")
+	fs.IntVar(&l.MaxFree, "max-free", l.MaxFree, "high watermark of free addresses")
+	fs.IntVar(&l.MaxIPs, "max-ips", l.MaxIPs, "most secondary addresses on the NIC (Azure allows 256 ip configurations, the primary included)")
+	fs.DurationVar(&l.Cooldown, "cooldown", l.Cooldown, "how long a released address rests before reuse")
+	fs.DurationVar(&l.ReleaseDelay, "release-delay", l.ReleaseDelay, "how long an address must be idle before it is released from the NIC")
+	p := &c.Pool
+	fs.DurationVar(&p.RequestWait, "request-wait", p.RequestWait, "longest a RequestIPs waits for a scale-up")
+	fs.DurationVar(&p.CloudTimeout, "cloud-timeout", p.CloudTimeout, "deadline of one cloud call, long-running operation included")
+	fs.DurationVar(&p.ReconcileInterval, "reconcile-interval", p.ReconcileInterval, "how often the NIC is re-read")
+	fs.DurationVar(&p.BackoffMin, "backoff-min", p.BackoffMin, "first retry delay after a cloud failure")
+	fs.DurationVar(&p.BackoffMax, "backoff-max", p.BackoffMax, "cap of the retry delay (a longer Retry-After is honoured)")
+	mtu := uint(p.MTU)
+	fs.Func("mtu", fmt.Sprintf("VNet MTU reported to pods (default %d)", mtu), func(s string) error {
+		_, err := fmt.Sscan(s, &p.MTU)
+		return err
+	})
+}
+
+// Validate reports every bad value.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Socket == "" {
+		errs = append(errs, errors.New("--socket is required"))
+	}
+	for name, addr := range map[string]string{"--listen": c.Listen, "--metrics-listen": c.MetricsListen} {
+		if addr == "" {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: want IP:port", name, addr))
+		} else if !ap.Addr().IsLoopback() {
+			errs = append(errs, fmt.Errorf("%s %q: must be a loopback address (the API has no authentication)", name, addr))
+		}
+	}
+	if c.StatePath == "" {
+		errs = append(errs, errors.New("--state is required"))
+	}
+	if err := c.Pool.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	p := c.Pool
+	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
+		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
+	}
+	if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
+		errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
+	}
+	return errors.Join(errs...)
+}

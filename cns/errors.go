@@ -1,0 +1,51 @@
+package cns
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Domain errors. Handlers wrap them with %w and a message that says what happened and what
+// to do; toStatus is the one place they become gRPC codes.
+var (
+	// ErrInvalid is a malformed request.
+	ErrInvalid = errors.New("invalid request")
+	// ErrExhausted means no address can be had: the NIC limit or the subnet is full.
+	ErrExhausted = errors.New("address pool exhausted")
+	// ErrCloudUnavailable means the pool is empty and the cloud API is failing.
+	ErrCloudUnavailable = errors.New("cloud API unavailable")
+	// ErrWaitTimeout means no address arrived within the wait bound.
+	ErrWaitTimeout = errors.New("timed out waiting for an address")
+	// ErrStore means the durable store failed; nothing was changed.
+	ErrStore = errors.New("state store failure")
+	// ErrShuttingDown means the daemon is stopping.
+	ErrShuttingDown = errors.New("cns is shutting down")
+)
+
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, ErrInvalid):
+		code = codes.InvalidArgument
+	case errors.Is(err, ErrExhausted):
+		code = codes.ResourceExhausted
+	case errors.Is(err, ErrCloudUnavailable), errors.Is(err, ErrShuttingDown):
+		code = codes.Unavailable
+	case errors.Is(err, ErrWaitTimeout), errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		code = codes.Canceled
+	case errors.Is(err, ErrStore):
+		code = codes.Internal
+	}
+	return status.Error(code, err.Error())
+}

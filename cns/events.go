@@ -1,0 +1,80 @@
+package cns
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+const (
+	eventScaleUp   = cnsv1.EventType_EVENT_TYPE_SCALE_UP
+	eventScaleDown = cnsv1.EventType_EVENT_TYPE_SCALE_DOWN
+	eventAssigned  = cnsv1.EventType_EVENT_TYPE_ASSIGNED
+	eventReleased  = cnsv1.EventType_EVENT_TYPE_RELEASED
+	eventError     = cnsv1.EventType_EVENT_TYPE_ERROR
+	eventReconcile = cnsv1.EventType_EVENT_TYPE_RECONCILED
+)
+
+// broadcaster fans pool events out to WatchPool streams. A subscriber that falls behind
+// loses events rather than slowing the pool; it is told how many it missed.
+type broadcaster struct {
+	n    atomic.Int32
+	mu   sync.Mutex
+	subs map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64
+}
+
+func newBroadcaster() *broadcaster {
+	return &broadcaster{subs: map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64{}}
+}
+
+func (b *broadcaster) subscribe() (<-chan *cnsv1.WatchPoolResponse, *atomic.Uint64, func()) {
+	ch := make(chan *cnsv1.WatchPoolResponse, 256)
+	dropped := &atomic.Uint64{}
+	b.mu.Lock()
+	b.subs[ch] = dropped
+	b.n.Add(1)
+	b.mu.Unlock()
+	return ch, dropped, func() {
+		b.mu.Lock()
+		delete(b.subs, ch)
+		b.n.Add(-1)
+		b.mu.Unlock()
+	}
+}
+
+func (b *broadcaster) send(ev *cnsv1.WatchPoolResponse) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for ch, dropped := range b.subs {
+		select {
+		case ch <- ev:
+		default:
+			dropped.Add(1)
+		}
+	}
+}
+
+// publish sends an event with the pool's counts, if anyone listens.
+func (m *Manager) publish(t cnsv1.EventType, addr netip.Addr, msg string) {
+	if m.events.n.Load() == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.publishLocked(t, addr, msg)
+}
+
+func (m *Manager) publishLocked(t cnsv1.EventType, addr netip.Addr, msg string) {
+	if m.events.n.Load() == 0 {
+		return
+	}
+	ev := &cnsv1.WatchPoolResponse{Type: t, At: timestamppb.New(m.now()), Message: msg, Counts: countsPB(m.pool.Counts())}
+	if addr.IsValid() {
+		ev.Address = addr.String()
+	}
+	m.events.send(ev)
+}

@@ -1,0 +1,300 @@
+package cns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
+	"github.com/vnet-cni/vnet-cni/cns/store"
+	"github.com/vnet-cni/vnet-cni/ipampool"
+)
+
+// NICAPI is the cloud as the pool needs it. Implementations: cloud/azure (ARM or mockarm).
+// Calls are made one at a time, from the manager's loop and at start.
+type NICAPI interface {
+	// GetNIC reads the NIC and its etag.
+	GetNIC(ctx context.Context) (cloud.NIC, error)
+	// UpdateIPConfigs writes the NIC's ip configurations with If-Match ch.ETag and waits
+	// for the long-running operation; errors are *cloud.Error.
+	UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error)
+}
+
+// Store is the durable state as the pool needs it. Each call is durable when it returns.
+type Store interface {
+	Load() (store.State, error)
+	PutAllocation(store.Allocation) error
+	ReleaseAllocation(k ipampool.Key, addr netip.Addr, cooldownUntil time.Time) error
+	MarkPendingRelease([]netip.Addr) error
+	ForgetAddrs([]netip.Addr) error
+}
+
+// ManagerConfig are the pool's timing knobs besides ipampool.Limits.
+type ManagerConfig struct {
+	Limits            ipampool.Limits
+	RequestWait       time.Duration // longest a RequestIPs waits for a scale-up
+	CloudTimeout      time.Duration // deadline of one cloud call (a write includes its LRO)
+	ReconcileInterval time.Duration // how often the NIC is re-read
+	BackoffMin        time.Duration // first retry delay after a cloud failure
+	BackoffMax        time.Duration // cap of the retry delay (Retry-After may exceed it)
+	MTU               uint32        // VNet MTU reported to pods
+	ReleaseSpool      string        // directory of releases the plugin could not deliver
+}
+
+// Manager owns the pool. Its exported methods are safe for concurrent use.
+type Manager struct {
+	cfg    ManagerConfig
+	nic    NICAPI
+	store  Store
+	log    *slog.Logger
+	events *broadcaster
+	now    func() time.Time
+	keys   keyLocks
+	kick   chan struct{}
+
+	mu          sync.Mutex
+	pool        *ipampool.Pool
+	nicState    cloud.NIC
+	ready       chan struct{} // closed after the first NIC read
+	changed     chan struct{} // closed and replaced when waiters should look again
+	waiters     int
+	inflight    *cloud.Change
+	inflightAt  time.Time
+	failures    int
+	lastErr     error
+	lastErrAt   time.Time
+	nextAttempt time.Time
+	subnetFull  bool
+	addCap      int // after SubnetIsFull: the most one write may add (0: no cap)
+	nicWrites   uint64
+	reconcileAt time.Time
+	stopping    bool
+}
+
+// NewManager builds a manager over an empty pool; call Restore, then Run.
+func NewManager(cfg ManagerConfig, nic NICAPI, st Store, log *slog.Logger) (*Manager, error) {
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("pool limits: %w", err)
+	}
+	return &Manager{cfg: cfg, nic: nic, store: st, log: log, events: newBroadcaster(), now: time.Now,
+		kick: make(chan struct{}, 1), pool: ipampool.New(), ready: make(chan struct{}), changed: make(chan struct{})}, nil
+}
+
+// Restore loads the durable state into the pool: allocations, cooldowns and pending
+// releases. Addresses the store does not know come from the NIC on the first reconcile.
+func (m *Manager) Restore() error {
+	st, err := m.store.Load()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var errs []error
+	for _, a := range st.Allocations {
+		e := ipampool.Entry{Addr: a.Addr, State: ipampool.Assigned, Since: a.AssignedAt, Owner: a.Owner, AssignedAt: a.AssignedAt}
+		if err := m.pool.Restore(e); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, a := range st.PendingReleases {
+		if _, ok := m.pool.Get(a); !ok {
+			_ = m.pool.Restore(ipampool.Entry{Addr: a, State: ipampool.PendingRelease, Since: m.now()})
+		}
+	}
+	for a, until := range st.Cooldowns {
+		if _, ok := m.pool.Get(a); !ok {
+			_ = m.pool.Restore(ipampool.Entry{Addr: a, State: ipampool.Cooldown, Since: until.Add(-m.cfg.Limits.Cooldown), Until: until})
+		}
+	}
+	c := m.pool.Counts()
+	m.log.Info("restored state", "assigned", c.Assigned, "cooldown", c.Cooldown, "pendingRelease", c.PendingRelease)
+	if len(errs) > 0 {
+		m.log.Error("state held conflicting allocations; kept the first of each", "err", errors.Join(errs...))
+	}
+	return nil
+}
+
+// Grant is what RequestIPs hands back.
+type Grant struct {
+	Entry  ipampool.Entry
+	Subnet netip.Prefix
+	MTU    uint32
+}
+
+// RequestIP returns the address held by o.Key, assigning one if it holds none. When the pool
+// is empty it waits, up to RequestWait, for the loop's scale-up.
+func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error) {
+	unlock := m.keys.lock(o.Key)
+	defer unlock()
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestWait)
+	defer cancel()
+	select {
+	case <-m.ready:
+	case <-ctx.Done():
+		return Grant{}, m.waitError(ctx, "cns has not read the NIC yet")
+	}
+	for {
+		m.mu.Lock()
+		if m.stopping {
+			m.mu.Unlock()
+			return Grant{}, ErrShuttingDown
+		}
+		e, existed, err := m.pool.Assign(o, m.now())
+		if err == nil {
+			g := Grant{Entry: e, Subnet: m.nicState.Subnet, MTU: m.cfg.MTU}
+			m.mu.Unlock()
+			if existed {
+				return g, nil
+			}
+			m.poke()
+			if err := m.store.PutAllocation(store.Allocation{Addr: e.Addr, Owner: o, AssignedAt: e.AssignedAt}); err != nil {
+				m.mu.Lock()
+				m.pool.Unassign(o.Key, time.Time{})
+				m.mu.Unlock()
+				return Grant{}, fmt.Errorf("%w: persist assignment of %s: %w", ErrStore, e.Addr, err)
+			}
+			m.publish(eventAssigned, e.Addr, fmt.Sprintf("%s/%s (%s %s)", o.PodNamespace, o.PodName, o.ContainerID, o.IfName))
+			return g, nil
+		}
+		if err := m.exhaustedLocked(); err != nil {
+			m.mu.Unlock()
+			return Grant{}, err
+		}
+		ch := m.changed
+		m.waiters++
+		m.mu.Unlock()
+		m.poke()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+		}
+		m.mu.Lock()
+		m.waiters--
+		m.mu.Unlock()
+		if ctx.Err() != nil {
+			return Grant{}, m.waitError(ctx, "")
+		}
+	}
+}
+
+// exhaustedLocked returns ErrExhausted when no address can come: nothing cooling down,
+// nothing being added, and the NIC limit or the subnet leaves no room.
+func (m *Manager) exhaustedLocked() error {
+	c := m.pool.Counts()
+	if c.Cooldown > 0 || c.PendingRelease > 0 || m.inflight != nil && m.inflight.Add > 0 {
+		return nil
+	}
+	if d := ipampool.Decide(c, m.waiters+1, m.cfg.Limits); d.Add == 0 && d.AtLimit {
+		return fmt.Errorf("%w: all %d addresses this node may hold are assigned (--max-ips=%d; Azure allows %d ip configurations per NIC)",
+			ErrExhausted, c.Total(), m.cfg.Limits.MaxIPs, ipampool.NICHardLimit)
+	}
+	if m.subnetFull {
+		return fmt.Errorf("%w: subnet %s is full: the VNet has no free address for this node (cause: %v)",
+			ErrExhausted, m.nicState.Subnet, m.lastErr)
+	}
+	return nil
+}
+
+// waitError explains why a wait ended without an address.
+func (m *Manager) waitError(ctx context.Context, what string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return fmt.Errorf("request cancelled while waiting for an address: %w", ctx.Err())
+	}
+	if err := m.exhaustedLocked(); err != nil {
+		return err
+	}
+	if m.lastErr != nil {
+		return fmt.Errorf("%w: no free address and the cloud API is failing (%v); cns keeps retrying, try again later",
+			ErrCloudUnavailable, m.lastErr)
+	}
+	if what == "" {
+		what = "no free address yet"
+		if m.inflight != nil {
+			what = fmt.Sprintf("no free address yet; a NIC write adding %d addresses has been in flight for %s",
+				m.inflight.Add, m.now().Sub(m.inflightAt).Round(time.Millisecond))
+		}
+	}
+	return fmt.Errorf("%w after %s: %s; try again later", ErrWaitTimeout, m.cfg.RequestWait, what)
+}
+
+// ReleaseIP returns k's address to the pool: durable first, then in memory. An unknown key
+// is success with released=false.
+func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
+	unlock := m.keys.lock(k)
+	defer unlock()
+	m.mu.Lock()
+	e, ok := m.pool.Lookup(k)
+	m.mu.Unlock()
+	if !ok {
+		return false, nil
+	}
+	now := m.now()
+	var until time.Time
+	if m.cfg.Limits.Cooldown > 0 && !e.Missing {
+		until = now.Add(m.cfg.Limits.Cooldown)
+	}
+	if err := m.store.ReleaseAllocation(k, e.Addr, until); err != nil {
+		return false, fmt.Errorf("%w: persist release of %s: %w", ErrStore, e.Addr, err)
+	}
+	m.mu.Lock()
+	m.pool.Release(k, now, m.cfg.Limits.Cooldown)
+	if m.cfg.Limits.Cooldown == 0 {
+		m.notifyLocked()
+	}
+	m.mu.Unlock()
+	m.poke()
+	m.publish(eventReleased, e.Addr, fmt.Sprintf("%s %s", k.ContainerID, k.IfName))
+	return true, nil
+}
+
+// GarbageCollect releases every allocation whose key is not in valid.
+func (m *Manager) GarbageCollect(valid map[ipampool.Key]bool) (released, kept int, err error) {
+	m.mu.Lock()
+	owners := m.pool.Owners()
+	m.mu.Unlock()
+	var errs []error
+	for _, k := range owners {
+		if valid[k] {
+			kept++
+			continue
+		}
+		ok, err := m.ReleaseIP(k)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if ok {
+			released++
+			m.log.Info("garbage-collected allocation", "containerID", k.ContainerID, "ifname", k.IfName)
+		}
+	}
+	return released, kept, errors.Join(errs...)
+}
+
+// Lookup returns k's grant without assigning.
+func (m *Manager) Lookup(k ipampool.Key) (Grant, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.pool.Lookup(k)
+	return Grant{Entry: e, Subnet: m.nicState.Subnet, MTU: m.cfg.MTU}, ok
+}
+
+// notifyLocked wakes every waiter.
+func (m *Manager) notifyLocked() {
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+// poke wakes the loop without blocking.
+func (m *Manager) poke() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,94 @@
+package cns
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/vnet-cni/vnet-cni/ipampool"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// poolService is the read-only cns.v1.PoolService.
+type poolService struct {
+	cnsv1.UnimplementedPoolServiceServer
+	m *Manager
+}
+
+var _ cnsv1.PoolServiceServer = (*poolService)(nil)
+
+func countsPB(c ipampool.Counts) *cnsv1.PoolCounts {
+	return &cnsv1.PoolCounts{Pending: uint32(c.Pending), Available: uint32(c.Available), Assigned: uint32(c.Assigned),
+		Cooldown: uint32(c.Cooldown), PendingRelease: uint32(c.PendingRelease), Missing: uint32(c.Missing)}
+}
+
+// Snapshot is the pool as GetPool reports it.
+func (m *Manager) Snapshot() *cnsv1.GetPoolResponse {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.cfg.Limits
+	r := &cnsv1.GetPoolResponse{
+		NicId:   m.nicState.ID,
+		Counts:  countsPB(m.pool.Counts()),
+		Waiters: uint32(m.waiters),
+		Limits: &cnsv1.PoolLimits{BatchSize: uint32(l.BatchSize), MinFree: uint32(l.MinFree), MaxFree: uint32(l.MaxFree),
+			MaxIps: uint32(l.MaxIPs), CooldownSeconds: l.Cooldown.Seconds(), ReleaseDelaySeconds: l.ReleaseDelay.Seconds()},
+		NicWrites: m.nicWrites,
+	}
+	if m.nicState.Subnet.IsValid() {
+		r.SubnetPrefix = m.nicState.Subnet.String()
+	}
+	if m.inflight != nil {
+		r.PendingOperation = &cnsv1.CloudOperation{Add: uint32(m.inflight.Add), Remove: uint32(len(m.inflight.Remove)),
+			StartedAt: timestamppb.New(m.inflightAt)}
+	}
+	if m.lastErr != nil {
+		r.LastError, r.LastErrorAt = m.lastErr.Error(), timestamppb.New(m.lastErrAt)
+	}
+	return r
+}
+
+func (s *poolService) GetPool(context.Context, *cnsv1.GetPoolRequest) (*cnsv1.GetPoolResponse, error) {
+	return s.m.Snapshot(), nil
+}
+
+func (s *poolService) ListAllocations(context.Context, *cnsv1.ListAllocationsRequest) (*cnsv1.ListAllocationsResponse, error) {
+	s.m.mu.Lock()
+	entries := s.m.pool.Entries()
+	s.m.mu.Unlock()
+	out := &cnsv1.ListAllocationsResponse{}
+	for _, e := range entries {
+		if e.State != ipampool.Assigned {
+			continue
+		}
+		out.Allocations = append(out.Allocations, &cnsv1.Allocation{Address: e.Addr.String(),
+			ContainerId: e.Owner.ContainerID, Ifname: e.Owner.IfName, PodNamespace: e.Owner.PodNamespace,
+			PodName: e.Owner.PodName, Netns: e.Owner.Netns, AssignedAt: timestamppb.New(e.AssignedAt), Missing: e.Missing})
+	}
+	return out, nil
+}
+
+func (s *poolService) WatchPool(_ *cnsv1.WatchPoolRequest, stream cnsv1.PoolService_WatchPoolServer) error {
+	ch, dropped, cancel := s.m.events.subscribe()
+	defer cancel()
+	var told uint64
+	for {
+		select {
+		case <-stream.Context().Done():
+			return nil
+		case ev := <-ch:
+			if d := dropped.Load(); d > told {
+				lost := &cnsv1.WatchPoolResponse{Type: eventError, At: ev.At,
+					Message: fmt.Sprintf("watcher fell behind: %d events dropped", d-told), Counts: ev.Counts}
+				told = d
+				if err := stream.Send(lost); err != nil {
+					return err
+				}
+			}
+			if err := stream.Send(ev); err != nil {
+				return err
+			}
+		}
+	}
+}

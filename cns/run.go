@@ -1,0 +1,187 @@
+package cns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/store"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+var (
+	_ NICAPI = (*azure.Client)(nil)
+	_ Store  = (*store.Store)(nil)
+)
+
+// Run serves cns until ctx ends, then shuts down in order: stop taking RPCs (letting those
+// in flight finish), let the pool loop finish its cloud write, close the store.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("configuration: %w", err)
+	}
+	nic, err := azure.New(cfg.Azure)
+	if err != nil {
+		return fmt.Errorf("cloud client: %w", err)
+	}
+	st, movedAside, err := store.Open(cfg.StatePath, log)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if movedAside != "" {
+		log.Error("STATE REBUILT: the state file was unreadable; allocations are rebuilt from the NIC (as Available) and pods must be re-checked",
+			"movedTo", movedAside)
+	}
+	return Serve(ctx, cfg, nic, st, log)
+}
+
+// Serve runs the manager and the listeners over the given cloud and store.
+func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logger) error {
+	m, err := NewManager(cfg.Pool, nic, st, log)
+	if err != nil {
+		return err
+	}
+	if err := m.Restore(); err != nil {
+		return err
+	}
+	unixL, err := listenUnix(cfg.Socket)
+	if err != nil {
+		return err
+	}
+	hs := health.NewServer()
+	hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(metricsInterceptor), grpc.MaxRecvMsgSize(8 << 20)}
+	full := grpc.NewServer(opts...)
+	cnsv1.RegisterIPAMServiceServer(full, &ipamService{m: m})
+	cnsv1.RegisterPoolServiceServer(full, &poolService{m: m})
+	healthpb.RegisterHealthServer(full, hs)
+	reflection.Register(full)
+	servers := []*grpc.Server{full}
+
+	errc := make(chan error, 4)
+	go func() { errc <- serveGRPC(full, unixL, "unix "+cfg.Socket) }()
+	if cfg.Listen != "" {
+		tcpL, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			full.Stop()
+			return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		}
+		ro := grpc.NewServer(opts...) // read-only: IPAMService is not registered, so it is Unimplemented here
+		cnsv1.RegisterPoolServiceServer(ro, &poolService{m: m})
+		healthpb.RegisterHealthServer(ro, hs)
+		reflection.Register(ro)
+		servers = append(servers, ro)
+		go func() { errc <- serveGRPC(ro, tcpL, "tcp "+tcpL.Addr().String()) }()
+	}
+	var metricsSrv *http.Server
+	if cfg.MetricsListen != "" {
+		ml, err := net.Listen("tcp", cfg.MetricsListen)
+		if err != nil {
+			for _, s := range servers {
+				s.Stop()
+			}
+			return fmt.Errorf("listen %s: %w", cfg.MetricsListen, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(newRegistry(m), promhttp.HandlerOpts{}))
+		metricsSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := metricsSrv.Serve(ml); !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("metrics: %w", err)
+			}
+		}()
+	}
+
+	loopCtx, stopLoop := context.WithCancel(context.WithoutCancel(ctx))
+	loopDone := make(chan struct{})
+	go func() { defer close(loopDone); m.Run(loopCtx) }()
+	go func() {
+		select {
+		case <-m.Ready():
+			hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+			log.Info("pool ready", "pool", m.Snapshot().GetCounts())
+		case <-loopCtx.Done():
+		}
+	}()
+	log.Info("cns serving", "socket", cfg.Socket, "listen", cfg.Listen, "metrics", cfg.MetricsListen)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	log.Info("cns shutting down")
+	hs.Shutdown()
+	for _, s := range servers {
+		graceful(s, 5*time.Second)
+	}
+	if metricsSrv != nil {
+		_ = metricsSrv.Close()
+	}
+	stopLoop()
+	select {
+	case <-loopDone:
+	case <-time.After(cfg.Pool.CloudTimeout):
+		log.Error("pool loop did not stop in time")
+	}
+	_ = os.Remove(cfg.Socket)
+	return runErr
+}
+
+func serveGRPC(s *grpc.Server, l net.Listener, name string) error {
+	if err := s.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("serve %s: %w", name, err)
+	}
+	return nil
+}
+
+// graceful stops s, letting RPCs in flight finish for up to d.
+func graceful(s *grpc.Server, d time.Duration) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		s.Stop()
+	}
+}
+
+// listenUnix listens on path with mode 0600 in a directory created 0750. A stale socket of
+// an earlier run is removed; any other file in the way is an error.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	return l, nil
+}

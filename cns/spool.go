@@ -1,0 +1,63 @@
+package cns
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vnet-cni/vnet-cni/ipampool"
+)
+
+// SpoolRecord is a release the plugin could not deliver because cns was unreachable. The
+// plugin writes one file per key into the spool directory; cns replays and deletes them.
+// The format is shared with package plugin, which must not import cns (it stays light).
+type SpoolRecord struct {
+	ContainerID string    `json:"containerID"`
+	IfName      string    `json:"ifname"`
+	At          time.Time `json:"at"`
+}
+
+// replaySpool releases every spooled key whose allocation is older than the record (a newer
+// allocation belongs to a later ADD of the same key and must be kept), then removes the file.
+func (m *Manager) replaySpool(dir string) {
+	if dir == "" {
+		return
+	}
+	files, err := os.ReadDir(dir)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			m.log.Error("read release spool", "dir", dir, "err", err)
+		}
+		return
+	}
+	for _, f := range files {
+		if f.IsDir() || !strings.HasSuffix(f.Name(), ".json") {
+			continue
+		}
+		path := filepath.Join(dir, f.Name())
+		b, err := os.ReadFile(path)
+		var r SpoolRecord
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil {
+			m.log.Error("unreadable spooled release; removing it", "file", path, "err", err)
+			_ = os.Remove(path)
+			continue
+		}
+		k := ipampool.Key{ContainerID: r.ContainerID, IfName: r.IfName}
+		if g, ok := m.Lookup(k); ok && g.Entry.AssignedAt.Before(r.At) {
+			if _, err := m.ReleaseIP(k); err != nil {
+				m.log.Error("replay spooled release; will retry", "containerID", k.ContainerID, "err", err)
+				continue
+			}
+			m.log.Info("replayed spooled release", "containerID", k.ContainerID, "ifname", k.IfName, "addr", g.Entry.Addr)
+		}
+		if err := os.Remove(path); err != nil {
+			m.log.Error("remove spooled release", "file", path, "err", err)
+		}
+	}
+}

@@ -1,0 +1,373 @@
+package ipampool
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// State is the life-cycle state of one address known to be on the NIC.
+type State uint8
+
+// The states of an address. Pending additions have no address yet and are only counted.
+const (
+	Available      State = iota + 1 // on the NIC, free to assign
+	Assigned                        // held by a pod
+	Cooldown                        // released by a pod, not reusable until its deadline
+	PendingRelease                  // chosen to leave the NIC; a cloud write removes it
+)
+
+func (s State) String() string {
+	switch s {
+	case Available:
+		return "Available"
+	case Assigned:
+		return "Assigned"
+	case Cooldown:
+		return "Cooldown"
+	case PendingRelease:
+		return "PendingRelease"
+	}
+	return fmt.Sprintf("State(%d)", uint8(s))
+}
+
+// Key identifies one pod interface, the unit of idempotency.
+type Key struct {
+	ContainerID string
+	IfName      string
+}
+
+// Owner is the pod interface holding an address, with informational pod metadata.
+type Owner struct {
+	Key
+	PodNamespace string
+	PodName      string
+	Netns        string
+}
+
+// Entry is one address and its state. Entries returned by Pool are copies.
+type Entry struct {
+	Addr  netip.Addr
+	State State
+	// Since is when the address entered its state; for Available it is the start of idleness.
+	Since time.Time
+	// Until is the end of Cooldown.
+	Until time.Time
+	// Owner and AssignedAt are set while Assigned.
+	Owner      Owner
+	AssignedAt time.Time
+	// Missing marks an Assigned address that the NIC no longer holds.
+	Missing bool
+}
+
+// Counts is the number of addresses per state.
+type Counts struct {
+	Pending, Available, Assigned, Cooldown, PendingRelease, Missing int
+}
+
+// Total is every address the pool holds or is adding, i.e. the NIC's secondary ip
+// configurations once the in-flight write lands.
+func (c Counts) Total() int {
+	return c.Pending + c.Available + c.Assigned + c.Cooldown + c.PendingRelease
+}
+
+// Errors returned by Pool.
+var (
+	ErrNoAvailable = errors.New("no available address")
+	ErrUnknownAddr = errors.New("address not in pool")
+	ErrWrongState  = errors.New("address in wrong state")
+)
+
+// Pool is the set of addresses on the node NIC. The zero value is not usable; call New.
+type Pool struct {
+	entries map[netip.Addr]*Entry
+	byKey   map[Key]netip.Addr
+	pending int
+}
+
+// New returns an empty pool.
+func New() *Pool {
+	return &Pool{entries: map[netip.Addr]*Entry{}, byKey: map[Key]netip.Addr{}}
+}
+
+// Counts returns the number of addresses per state.
+func (p *Pool) Counts() Counts {
+	c := Counts{Pending: p.pending}
+	for _, e := range p.entries {
+		switch e.State {
+		case Available:
+			c.Available++
+		case Assigned:
+			c.Assigned++
+			if e.Missing {
+				c.Missing++
+			}
+		case Cooldown:
+			c.Cooldown++
+		case PendingRelease:
+			c.PendingRelease++
+		}
+	}
+	return c
+}
+
+// SetPending records how many ip configurations an in-flight cloud write is adding.
+func (p *Pool) SetPending(n int) { p.pending = max(n, 0) }
+
+// Lookup returns the entry held by key.
+func (p *Pool) Lookup(k Key) (Entry, bool) {
+	a, ok := p.byKey[k]
+	if !ok {
+		return Entry{}, false
+	}
+	return *p.entries[a], true
+}
+
+// Get returns the entry of addr.
+func (p *Pool) Get(addr netip.Addr) (Entry, bool) {
+	e, ok := p.entries[addr]
+	if !ok {
+		return Entry{}, false
+	}
+	return *e, true
+}
+
+// Entries returns a copy of every entry, ordered by address.
+func (p *Pool) Entries() []Entry {
+	out := make([]Entry, 0, len(p.entries))
+	for _, e := range p.entries {
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b Entry) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+// Adopt adds addr as Available, idle since now. Known addresses are left alone; it reports
+// whether addr was new.
+func (p *Pool) Adopt(addr netip.Addr, now time.Time) bool {
+	if _, ok := p.entries[addr]; ok {
+		return false
+	}
+	p.entries[addr] = &Entry{Addr: addr, State: Available, Since: now}
+	return true
+}
+
+// Restore puts back an entry loaded from durable state (Assigned, Cooldown or PendingRelease).
+// It refuses an entry that would break the one-key-one-address invariant.
+func (p *Pool) Restore(e Entry) error {
+	if old, ok := p.entries[e.Addr]; ok && old.State == Assigned && old.Owner.Key != e.Owner.Key {
+		return fmt.Errorf("restore %s for %v: already held by %v: %w", e.Addr, e.Owner.Key, old.Owner.Key, ErrWrongState)
+	}
+	if e.State == Assigned {
+		if a, ok := p.byKey[e.Owner.Key]; ok && a != e.Addr {
+			return fmt.Errorf("restore %s for %v: key already holds %s: %w", e.Addr, e.Owner.Key, a, ErrWrongState)
+		}
+		p.byKey[e.Owner.Key] = e.Addr
+	}
+	c := e
+	p.entries[e.Addr] = &c
+	return nil
+}
+
+// Assign gives owner an address. It is idempotent: a key that holds an address gets the same
+// one back with existed=true. A new address is the Available one idle the longest (ties: the
+// lowest), so reuse of a just-freed address is as late as possible.
+func (p *Pool) Assign(o Owner, now time.Time) (e Entry, existed bool, err error) {
+	if a, ok := p.byKey[o.Key]; ok {
+		return *p.entries[a], true, nil
+	}
+	var best *Entry
+	for _, c := range p.entries {
+		if c.State != Available {
+			continue
+		}
+		if best == nil || c.Since.Before(best.Since) || (c.Since.Equal(best.Since) && c.Addr.Less(best.Addr)) {
+			best = c
+		}
+	}
+	if best == nil {
+		return Entry{}, false, ErrNoAvailable
+	}
+	best.State, best.Since, best.Owner, best.AssignedAt, best.Missing = Assigned, now, o, now, false
+	p.byKey[o.Key] = best.Addr
+	return *best, false, nil
+}
+
+// Unassign undoes an Assign whose commit failed: the address is Available again and keeps
+// its place at the front of the queue.
+func (p *Pool) Unassign(k Key, idleSince time.Time) {
+	a, ok := p.byKey[k]
+	if !ok {
+		return
+	}
+	delete(p.byKey, k)
+	e := p.entries[a]
+	*e = Entry{Addr: a, State: Available, Since: idleSince}
+}
+
+// Release returns the key's address: into Cooldown until now+cooldown, or straight to
+// Available when cooldown is zero. An address the NIC lost is dropped. It reports the entry as
+// it was before release, and false for an unknown key.
+func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, bool) {
+	a, ok := p.byKey[k]
+	if !ok {
+		return Entry{}, false
+	}
+	delete(p.byKey, k)
+	e := p.entries[a]
+	before := *e
+	switch {
+	case e.Missing:
+		delete(p.entries, a)
+	case cooldown > 0:
+		*e = Entry{Addr: a, State: Cooldown, Since: now, Until: now.Add(cooldown)}
+	default:
+		*e = Entry{Addr: a, State: Available, Since: now}
+	}
+	return before, true
+}
+
+// Expire moves every Cooldown address whose deadline has passed to Available and returns them.
+func (p *Pool) Expire(now time.Time) []netip.Addr {
+	var out []netip.Addr
+	for _, e := range p.entries {
+		if e.State == Cooldown && !now.Before(e.Until) {
+			*e = Entry{Addr: e.Addr, State: Available, Since: e.Until}
+			out = append(out, e.Addr)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// NextExpiry returns the earliest Cooldown deadline, if any.
+func (p *Pool) NextExpiry() (time.Time, bool) {
+	var t time.Time
+	for _, e := range p.entries {
+		if e.State == Cooldown && (t.IsZero() || e.Until.Before(t)) {
+			t = e.Until
+		}
+	}
+	return t, !t.IsZero()
+}
+
+// ReleaseCandidates returns up to n Available addresses idle since at least now-delay, the
+// longest idle first (ties: highest address first, so the pool keeps its low addresses).
+func (p *Pool) ReleaseCandidates(now time.Time, delay time.Duration, n int) []netip.Addr {
+	var c []*Entry
+	for _, e := range p.entries {
+		if e.State == Available && !e.Since.After(now.Add(-delay)) {
+			c = append(c, e)
+		}
+	}
+	slices.SortFunc(c, func(a, b *Entry) int {
+		if r := a.Since.Compare(b.Since); r != 0 {
+			return r
+		}
+		return b.Addr.Compare(a.Addr)
+	})
+	out := make([]netip.Addr, 0, min(n, len(c)))
+	for _, e := range c[:min(n, len(c))] {
+		out = append(out, e.Addr)
+	}
+	return out
+}
+
+// MarkRelease moves Available addresses to PendingRelease. It fails, changing nothing, if
+// any is not Available.
+func (p *Pool) MarkRelease(addrs []netip.Addr, now time.Time) error {
+	for _, a := range addrs {
+		e, ok := p.entries[a]
+		if !ok {
+			return fmt.Errorf("mark %s for release: %w", a, ErrUnknownAddr)
+		}
+		if e.State != Available {
+			return fmt.Errorf("mark %s for release: is %s: %w", a, e.State, ErrWrongState)
+		}
+	}
+	for _, a := range addrs {
+		e := p.entries[a]
+		e.State, e.Since = PendingRelease, now
+	}
+	return nil
+}
+
+// CancelRelease returns PendingRelease addresses to Available (the removal did not happen).
+func (p *Pool) CancelRelease(addrs []netip.Addr, now time.Time) {
+	for _, a := range addrs {
+		if e, ok := p.entries[a]; ok && e.State == PendingRelease {
+			e.State, e.Since = Available, now
+		}
+	}
+}
+
+// PendingReleases returns the PendingRelease addresses in order.
+func (p *Pool) PendingReleases() []netip.Addr {
+	var out []netip.Addr
+	for _, e := range p.entries {
+		if e.State == PendingRelease {
+			out = append(out, e.Addr)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+// SyncReport says what SyncNIC changed.
+type SyncReport struct {
+	Adopted []netip.Addr // on the NIC, unknown to the pool: now Available
+	Dropped []netip.Addr // known, not Assigned, gone from the NIC: forgotten
+	Missing []netip.Addr // Assigned, gone from the NIC: flagged, still held
+	Found   []netip.Addr // Assigned and flagged missing, back on the NIC: unflagged
+}
+
+// Changed reports whether the sync changed anything.
+func (r SyncReport) Changed() bool {
+	return len(r.Adopted)+len(r.Dropped)+len(r.Missing)+len(r.Found) > 0
+}
+
+// SyncNIC makes the pool agree with the NIC's secondary addresses. Assigned addresses are
+// never dropped: a pod still uses them, so they are flagged Missing for an operator to see.
+func (p *Pool) SyncNIC(onNIC []netip.Addr, now time.Time) SyncReport {
+	var r SyncReport
+	set := make(map[netip.Addr]struct{}, len(onNIC))
+	for _, a := range onNIC {
+		set[a] = struct{}{}
+		if p.Adopt(a, now) {
+			r.Adopted = append(r.Adopted, a)
+		}
+	}
+	for a, e := range p.entries {
+		_, present := set[a]
+		switch {
+		case e.State == Assigned && !present && !e.Missing:
+			e.Missing = true
+			r.Missing = append(r.Missing, a)
+		case e.State == Assigned && present && e.Missing:
+			e.Missing = false
+			r.Found = append(r.Found, a)
+		case e.State != Assigned && !present:
+			delete(p.entries, a)
+			r.Dropped = append(r.Dropped, a)
+		}
+	}
+	for _, s := range [][]netip.Addr{r.Adopted, r.Dropped, r.Missing, r.Found} {
+		slices.SortFunc(s, netip.Addr.Compare)
+	}
+	return r
+}
+
+// Owners returns every assigned key, ordered.
+func (p *Pool) Owners() []Key {
+	out := make([]Key, 0, len(p.byKey))
+	for k := range p.byKey {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b Key) int {
+		return cmp.Or(cmp.Compare(a.ContainerID, b.ContainerID), cmp.Compare(a.IfName, b.IfName))
+	})
+	return out
+}

@@ -1,0 +1,232 @@
+// Package stack runs mockarm and cns in-process for tests: the real armnetwork client talks
+// HTTP to mockarm on loopback, and tests talk gRPC to cns over its unix socket and TCP.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/vnet-cni/vnet-cni/cns"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/store"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+)
+
+// NICName is the node NIC every stack uses.
+const NICName = "node0-nic"
+
+// Options tune a stack; zero values take test-friendly defaults.
+type Options struct {
+	Mock   func(*mockarm.Config) // adjust mockarm before it starts
+	Config func(*cns.Config)     // adjust cns before it starts
+	Dir    string                // state directory; default t.TempDir()
+}
+
+// Stack is a running mockarm + cns.
+type Stack struct {
+	t        testing.TB
+	Dir      string
+	Mock     *mockarm.Server
+	MockURL  string
+	Socket   string
+	TCPAddr  string
+	Cfg      cns.Config
+	Conn     *grpc.ClientConn // unix socket
+	IPAM     cnsv1.IPAMServiceClient
+	Pool     cnsv1.PoolServiceClient
+	mockSrv  *httptest.Server
+	cancel   context.CancelFunc
+	done     chan error
+	st       *store.Store
+	mockConf mockarm.Config
+}
+
+// Quiet is a logger for tests: warnings and errors only, to the test log.
+func Quiet(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// Start runs a stack and registers its teardown.
+func Start(t testing.TB, o Options) *Stack {
+	t.Helper()
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "cns")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = d
+		t.Cleanup(func() { os.RemoveAll(d) })
+	}
+	mc := mockarm.DefaultConfig()
+	mc.AutoCreateNICs = true
+	mc.StatePath = filepath.Join(dir, "mockarm.json")
+	mc.Log = Quiet(t)
+	if o.Mock != nil {
+		o.Mock(&mc)
+	}
+	s := &Stack{t: t, Dir: dir, mockConf: mc}
+	s.startMock()
+
+	cfg := cns.DefaultConfig()
+	cfg.Socket = filepath.Join(dir, "cns.sock")
+	cfg.Listen = freeAddr(t)
+	cfg.MetricsListen = ""
+	cfg.StatePath = filepath.Join(dir, "cns.db")
+	cfg.Pool.ReleaseSpool = filepath.Join(dir, "spool")
+	cfg.Azure = azure.Config{Endpoint: s.MockURL, Subscription: mc.Subscription, ResourceGroup: mc.ResourceGroup,
+		NIC: NICName, Auth: azure.AuthStatic, StaticToken: "test"}
+	cfg.Pool.RequestWait = 10 * time.Second
+	cfg.Pool.CloudTimeout = 10 * time.Second
+	cfg.Pool.BackoffMin = 50 * time.Millisecond
+	cfg.Pool.BackoffMax = time.Second
+	if o.Config != nil {
+		o.Config(&cfg)
+	}
+	s.Cfg, s.Socket, s.TCPAddr = cfg, cfg.Socket, cfg.Listen
+	s.StartCNS()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+func freeAddr(t testing.TB) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func (s *Stack) startMock() {
+	m, err := mockarm.New(s.mockConf)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.Mock = m
+	if s.mockSrv == nil {
+		s.mockSrv = httptest.NewServer(m)
+		s.MockURL = s.mockSrv.URL
+		return
+	}
+	s.mockSrv.Config.Handler = m
+}
+
+// RestartMock replaces mockarm with a new one loaded from its state file, as a process
+// restart would; cns keeps the same endpoint.
+func (s *Stack) RestartMock() { s.startMock() }
+
+// StartCNS starts cns (again) and waits until its pool is ready.
+func (s *Stack) StartCNS() {
+	s.t.Helper()
+	nic, err := azure.New(s.Cfg.Azure)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	st, moved, err := store.Open(s.Cfg.StatePath, Quiet(s.t))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if moved != "" {
+		s.t.Logf("state moved aside to %s", moved)
+	}
+	s.st = st
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan error, 1)
+	go func() { s.done <- cns.Serve(ctx, s.Cfg, nic, st, Quiet(s.t)) }()
+	conn, err := grpc.NewClient("unix://"+s.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.Conn, s.IPAM, s.Pool = conn, cnsv1.NewIPAMServiceClient(conn), cnsv1.NewPoolServiceClient(conn)
+	s.WaitFor("pool ready", func(p *cnsv1.GetPoolResponse) bool { return p.GetSubnetPrefix() != "" })
+}
+
+// StopCNS stops cns gracefully and closes its store.
+func (s *Stack) StopCNS() {
+	if s.cancel == nil {
+		return
+	}
+	s.cancel()
+	if err := <-s.done; err != nil {
+		s.t.Errorf("cns: %v", err)
+	}
+	s.Conn.Close()
+	s.st.Close()
+	s.cancel = nil
+}
+
+// Stop tears the whole stack down.
+func (s *Stack) Stop() {
+	s.StopCNS()
+	if s.mockSrv != nil {
+		s.mockSrv.Close()
+		s.mockSrv = nil
+	}
+}
+
+// Ctx returns a context bounded for one test step.
+func (s *Stack) Ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	s.t.Cleanup(cancel)
+	return ctx
+}
+
+// WaitFor polls GetPool until cond holds, failing the test after 20 s.
+func (s *Stack) WaitFor(what string, cond func(*cnsv1.GetPoolResponse) bool) *cnsv1.GetPoolResponse {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	var last *cnsv1.GetPoolResponse
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		p, err := s.Pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
+		cancel()
+		if err == nil {
+			last = p
+			if cond(p) {
+				return p
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatalf("timed out waiting for %s; last pool: %v", what, last)
+	return nil
+}
+
+// NICAddrs returns the NIC's secondary addresses as mockarm holds them.
+func (s *Stack) NICAddrs() []netip.Addr {
+	a, ok := s.Mock.NICAddrs(s.mockConf.Subscription, s.mockConf.ResourceGroup, NICName)
+	if !ok {
+		s.t.Fatal("NIC not found in mockarm")
+	}
+	return a
+}
+
+// Request asks cns for the address of (id, eth0).
+func (s *Stack) Request(ctx context.Context, id string) (netip.Addr, error) {
+	r, err := s.IPAM.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"})
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	p, err := netip.ParsePrefix(r.GetIpConfigs()[0].GetAddress())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("bad address in answer: %w", err)
+	}
+	return p.Addr(), nil
+}
