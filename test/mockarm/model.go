@@ -132,7 +132,7 @@ func (s *subnet) apply(id string, cur, body *armnetwork.Interface, subnetID stri
 			return nil, apiErr(400, "InvalidRequestFormat", "every ip configuration needs a name")
 		}
 		if names[strings.ToLower(*c.Name)] {
-			return nil, apiErr(400, "DuplicateResourceName", "ip configuration " + *c.Name + " appears twice")
+			return nil, apiErr(400, "DuplicateResourceName", "ip configuration "+*c.Name+" appears twice")
 		}
 		names[strings.ToLower(*c.Name)] = true
 		if c.Properties != nil && c.Properties.Primary != nil && *c.Properties.Primary {

@@ -213,7 +213,7 @@ func (s *Server) getNIC(r *http.Request) (int, any, http.Header, error) {
 		ok = true
 	}
 	if !ok {
-		return 0, nil, nil, apiErr(404, "NotFound", "network interface " + id + " not found")
+		return 0, nil, nil, apiErr(404, "NotFound", "network interface "+id+" not found")
 	}
 	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
 }
