@@ -146,11 +146,14 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 		e, existed, err := m.pool.Assign(o, m.now())
 		if err == nil {
 			g := Grant{Entry: e, Subnet: m.nicState.Subnet, MTU: m.cfg.MTU}
+			low := m.pool.Counts().Available < m.cfg.Limits.MinFree
 			m.mu.Unlock()
 			if existed {
 				return g, nil
 			}
-			m.poke()
+			if low {
+				m.poke() // below the low watermark: the loop should grow now, not at its next tick
+			}
 			if err := m.store.PutAllocation(store.Allocation{Addr: e.Addr, Owner: o, AssignedAt: e.AssignedAt}); err != nil {
 				m.mu.Lock()
 				m.pool.Unassign(o.Key, time.Time{})
@@ -248,7 +251,6 @@ func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
-	m.poke()
 	m.publish(eventReleased, e.Addr, fmt.Sprintf("%s %s", k.ContainerID, k.IfName))
 	return true, nil
 }

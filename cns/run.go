@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -65,7 +66,9 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 	}
 	hs := health.NewServer()
 	hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(metricsInterceptor), grpc.MaxRecvMsgSize(8 << 20)}
+	// Stream workers reuse warm goroutines instead of growing a fresh stack per RPC.
+	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(metricsInterceptor), grpc.MaxRecvMsgSize(8 << 20),
+		grpc.NumStreamWorkers(uint32(max(runtime.GOMAXPROCS(0), 2)))}
 	full := grpc.NewServer(opts...)
 	cnsv1.RegisterIPAMServiceServer(full, &ipamService{m: m})
 	cnsv1.RegisterPoolServiceServer(full, &poolService{m: m})

@@ -86,6 +86,7 @@ type Pool struct {
 	entries map[netip.Addr]*Entry
 	byKey   map[Key]netip.Addr
 	pending int
+	counts  Counts // kept in step with entries by set, put and drop
 }
 
 // New returns an empty pool.
@@ -95,23 +96,46 @@ func New() *Pool {
 
 // Counts returns the number of addresses per state.
 func (p *Pool) Counts() Counts {
-	c := Counts{Pending: p.pending}
-	for _, e := range p.entries {
-		switch e.State {
-		case Available:
-			c.Available++
-		case Assigned:
-			c.Assigned++
-			if e.Missing {
-				c.Missing++
-			}
-		case Cooldown:
-			c.Cooldown++
-		case PendingRelease:
-			c.PendingRelease++
-		}
-	}
+	c := p.counts
+	c.Pending = p.pending
 	return c
+}
+
+// tally adds d times e to the counts.
+func (p *Pool) tally(e *Entry, d int) {
+	switch e.State {
+	case Available:
+		p.counts.Available += d
+	case Assigned:
+		p.counts.Assigned += d
+		if e.Missing {
+			p.counts.Missing += d
+		}
+	case Cooldown:
+		p.counts.Cooldown += d
+	case PendingRelease:
+		p.counts.PendingRelease += d
+	}
+}
+
+// set replaces the entry at e's address with v, keeping the counts.
+func (p *Pool) set(e *Entry, v Entry) {
+	p.tally(e, -1)
+	*e = v
+	p.tally(e, 1)
+}
+
+// put adds a new entry.
+func (p *Pool) put(v Entry) {
+	e := &v
+	p.entries[v.Addr] = e
+	p.tally(e, 1)
+}
+
+// drop forgets an entry.
+func (p *Pool) drop(e *Entry) {
+	p.tally(e, -1)
+	delete(p.entries, e.Addr)
 }
 
 // SetPending records how many ip configurations an in-flight cloud write is adding.
@@ -151,7 +175,7 @@ func (p *Pool) Adopt(addr netip.Addr, now time.Time) bool {
 	if _, ok := p.entries[addr]; ok {
 		return false
 	}
-	p.entries[addr] = &Entry{Addr: addr, State: Available, Since: now}
+	p.put(Entry{Addr: addr, State: Available, Since: now})
 	return true
 }
 
@@ -167,8 +191,10 @@ func (p *Pool) Restore(e Entry) error {
 		}
 		p.byKey[e.Owner.Key] = e.Addr
 	}
-	c := e
-	p.entries[e.Addr] = &c
+	if old, ok := p.entries[e.Addr]; ok {
+		p.drop(old)
+	}
+	p.put(e)
 	return nil
 }
 
@@ -191,7 +217,7 @@ func (p *Pool) Assign(o Owner, now time.Time) (e Entry, existed bool, err error)
 	if best == nil {
 		return Entry{}, false, ErrNoAvailable
 	}
-	best.State, best.Since, best.Owner, best.AssignedAt, best.Missing = Assigned, now, o, now, false
+	p.set(best, Entry{Addr: best.Addr, State: Assigned, Since: now, Owner: o, AssignedAt: now})
 	p.byKey[o.Key] = best.Addr
 	return *best, false, nil
 }
@@ -204,8 +230,7 @@ func (p *Pool) Unassign(k Key, idleSince time.Time) {
 		return
 	}
 	delete(p.byKey, k)
-	e := p.entries[a]
-	*e = Entry{Addr: a, State: Available, Since: idleSince}
+	p.set(p.entries[a], Entry{Addr: a, State: Available, Since: idleSince})
 }
 
 // Release returns the key's address: into Cooldown until now+cooldown, or straight to
@@ -221,11 +246,11 @@ func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, boo
 	before := *e
 	switch {
 	case e.Missing:
-		delete(p.entries, a)
+		p.drop(e)
 	case cooldown > 0:
-		*e = Entry{Addr: a, State: Cooldown, Since: now, Until: now.Add(cooldown)}
+		p.set(e, Entry{Addr: a, State: Cooldown, Since: now, Until: now.Add(cooldown)})
 	default:
-		*e = Entry{Addr: a, State: Available, Since: now}
+		p.set(e, Entry{Addr: a, State: Available, Since: now})
 	}
 	return before, true
 }
@@ -233,9 +258,12 @@ func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, boo
 // Expire moves every Cooldown address whose deadline has passed to Available and returns them.
 func (p *Pool) Expire(now time.Time) []netip.Addr {
 	var out []netip.Addr
+	if p.counts.Cooldown == 0 {
+		return nil
+	}
 	for _, e := range p.entries {
 		if e.State == Cooldown && !now.Before(e.Until) {
-			*e = Entry{Addr: e.Addr, State: Available, Since: e.Until}
+			p.set(e, Entry{Addr: e.Addr, State: Available, Since: e.Until})
 			out = append(out, e.Addr)
 		}
 	}
@@ -290,7 +318,7 @@ func (p *Pool) MarkRelease(addrs []netip.Addr, now time.Time) error {
 	}
 	for _, a := range addrs {
 		e := p.entries[a]
-		e.State, e.Since = PendingRelease, now
+		p.set(e, Entry{Addr: a, State: PendingRelease, Since: now})
 	}
 	return nil
 }
@@ -299,7 +327,7 @@ func (p *Pool) MarkRelease(addrs []netip.Addr, now time.Time) error {
 func (p *Pool) CancelRelease(addrs []netip.Addr, now time.Time) {
 	for _, a := range addrs {
 		if e, ok := p.entries[a]; ok && e.State == PendingRelease {
-			e.State, e.Since = Available, now
+			p.set(e, Entry{Addr: a, State: Available, Since: now})
 		}
 	}
 }
@@ -343,14 +371,17 @@ func (p *Pool) SyncNIC(onNIC []netip.Addr, now time.Time) SyncReport {
 	for a, e := range p.entries {
 		_, present := set[a]
 		switch {
-		case e.State == Assigned && !present && !e.Missing:
-			e.Missing = true
-			r.Missing = append(r.Missing, a)
-		case e.State == Assigned && present && e.Missing:
-			e.Missing = false
-			r.Found = append(r.Found, a)
+		case e.State == Assigned && present == e.Missing:
+			v := *e
+			v.Missing = !present
+			p.set(e, v)
+			if present {
+				r.Found = append(r.Found, a)
+			} else {
+				r.Missing = append(r.Missing, a)
+			}
 		case e.State != Assigned && !present:
-			delete(p.entries, a)
+			p.drop(e)
 			r.Dropped = append(r.Dropped, a)
 		}
 	}

@@ -158,8 +158,8 @@ func TestSyncNIC(t *testing.T) {
 	if fmt.Sprint(r) != fmt.Sprint(want) {
 		t.Fatalf("report %+v, want %+v", r, want)
 	}
-	if c := p.Counts(); c != (Counts{Available: 3, Assigned: 1, Missing: 1}) {
-		t.Fatalf("counts %+v", c)
+	if c := p.Counts(); c != (Counts{Available: 3, Assigned: 1, Missing: 1}) || c != recount(p) {
+		t.Fatalf("counts %+v, recounted %+v", c, recount(p))
 	}
 	if r := p.SyncNIC([]netip.Addr{a[0], a[1], a[3], a[4]}, t0); !slices.Equal(r.Found, []netip.Addr{a[0]}) || r.Changed() && len(r.Found) != 1 {
 		t.Fatalf("address back on NIC: %+v", r)
@@ -219,9 +219,30 @@ func FuzzPoolInvariants(f *testing.F) {
 				}
 				held[e.Addr] = true
 			}
-			if c := p.Counts(); c.Assigned != len(held) || c.Total() != 4 {
-				t.Fatalf("counts %+v held %d", c, len(held))
+			if c := p.Counts(); c.Assigned != len(held) || c.Total() != 4 || c != recount(p) {
+				t.Fatalf("counts %+v, recounted %+v, held %d", c, recount(p), len(held))
 			}
 		}
 	})
+}
+
+// recount counts the entries from scratch, to check the incremental counts.
+func recount(p *Pool) Counts {
+	c := Counts{Pending: p.pending}
+	for _, e := range p.Entries() {
+		switch e.State {
+		case Available:
+			c.Available++
+		case Assigned:
+			c.Assigned++
+			if e.Missing {
+				c.Missing++
+			}
+		case Cooldown:
+			c.Cooldown++
+		case PendingRelease:
+			c.PendingRelease++
+		}
+	}
+	return c
 }
