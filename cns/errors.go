@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
 // Domain errors. Handlers wrap them with %w and a message that says what happened and what
@@ -47,5 +50,9 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrStore):
 		code = codes.Internal
 	}
-	return status.Error(code, err.Error())
+	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain, Reason: code.String()})
+	if derr != nil {
+		return status.Error(code, err.Error())
+	}
+	return st.Err()
 }

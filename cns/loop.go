@@ -28,6 +28,9 @@ func (m *Manager) Run(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	// Releases the plugin could not deliver while cns was down are applied before any
+	// request is answered.
+	m.replaySpool(m.cfg.ReleaseSpool)
 	close(m.ready)
 	for ctx.Err() == nil {
 		m.step(context.WithoutCancel(ctx))
@@ -78,7 +81,9 @@ func (m *Manager) step(ctx context.Context) {
 	due := !now.Before(m.reconcileAt)
 	m.mu.Unlock()
 	if due {
-		_ = m.reconcile(ctx)
+		if m.reconcile(ctx) == nil {
+			m.replaySpool(m.cfg.ReleaseSpool)
+		}
 	}
 
 	m.mu.Lock()
@@ -205,7 +210,6 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	m.notifyLocked()
 	m.mu.Unlock()
 	m.forget(forget)
-	m.replaySpool(m.cfg.ReleaseSpool)
 	return nil
 }
 

@@ -155,7 +155,23 @@ func (s *Stack) StartCNS() {
 		s.t.Fatal(err)
 	}
 	s.Conn, s.IPAM, s.Pool = conn, cnsv1.NewIPAMServiceClient(conn), cnsv1.NewPoolServiceClient(conn)
-	s.WaitFor("pool ready", func(p *cnsv1.GetPoolResponse) bool { return p.GetSubnetPrefix() != "" })
+	s.WaitReady()
+}
+
+// WaitReady polls Status until cns has read the NIC and opened the pool, failing after 20 s.
+func (s *Stack) WaitReady() {
+	s.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := s.IPAM.Status(ctx, &cnsv1.StatusRequest{})
+		cancel()
+		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.t.Fatal("cns did not become ready within 20s")
 }
 
 // StopCNS stops cns gracefully and closes its store.

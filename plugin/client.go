@@ -1,0 +1,99 @@
+package plugin
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// CNS is what the plugin needs from cns. Implemented by grpcCNS; tests may substitute.
+type CNS interface {
+	RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)
+	ReleaseIPs(ctx context.Context, containerID, ifname string) error
+	GarbageCollect(ctx context.Context, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error)
+	Status(ctx context.Context) (*cnsv1.StatusResponse, error)
+	ListAllocations(ctx context.Context) ([]*cnsv1.Allocation, error)
+	Close() error
+}
+
+// Dialer opens a CNS client for a configuration.
+type Dialer func(c *Config) (CNS, error)
+
+// DialGRPC connects to cns over its unix socket. The connection is lazy; a missing socket is
+// reported at once as unreachable rather than after the request timeout.
+func DialGRPC(c *Config) (CNS, error) {
+	if _, err := os.Stat(c.CNSSocket); err != nil {
+		return nil, fmt.Errorf("%w: socket %s: %w", errUnreachable, c.CNSSocket, err)
+	}
+	conn, err := grpc.NewClient("unix://"+c.CNSSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", errUnreachable, err)
+	}
+	return &grpcCNS{conn: conn, ipam: cnsv1.NewIPAMServiceClient(conn), pool: cnsv1.NewPoolServiceClient(conn)}, nil
+}
+
+type grpcCNS struct {
+	conn *grpc.ClientConn
+	ipam cnsv1.IPAMServiceClient
+	pool cnsv1.PoolServiceClient
+}
+
+var _ CNS = (*grpcCNS)(nil)
+
+// wrap marks transport failures (nothing listening, connection refused) as unreachable so
+// they map to CNI 50; answers from cns keep their status.
+func wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if s, ok := status.FromError(err); ok && s.Code() == codes.Unavailable && !isCNSAnswer(s) {
+		return fmt.Errorf("%w: %s: %w", errUnreachable, op, err)
+	}
+	return fmt.Errorf("cns %s: %w", op, err)
+}
+
+// isCNSAnswer tells a status cns sent (it carries cns's ErrorInfo) from one the gRPC
+// transport made up because it could not connect.
+func isCNSAnswer(s *status.Status) bool {
+	for _, d := range s.Details() {
+		if ei, ok := d.(*errdetails.ErrorInfo); ok && ei.GetDomain() == cnsv1.ErrorDomain {
+			return true
+		}
+	}
+	return false
+}
+
+func (g *grpcCNS) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+	r, err := g.ipam.RequestIPs(ctx, req)
+	return r, wrap("RequestIPs", err)
+}
+
+func (g *grpcCNS) ReleaseIPs(ctx context.Context, containerID, ifname string) error {
+	_, err := g.ipam.ReleaseIPs(ctx, &cnsv1.ReleaseIPsRequest{ContainerId: containerID, Ifname: ifname})
+	return wrap("ReleaseIPs", err)
+}
+
+func (g *grpcCNS) GarbageCollect(ctx context.Context, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error) {
+	r, err := g.ipam.GarbageCollect(ctx, &cnsv1.GarbageCollectRequest{ValidAttachments: valid})
+	return r, wrap("GarbageCollect", err)
+}
+
+func (g *grpcCNS) Status(ctx context.Context) (*cnsv1.StatusResponse, error) {
+	r, err := g.ipam.Status(ctx, &cnsv1.StatusRequest{})
+	return r, wrap("Status", err)
+}
+
+func (g *grpcCNS) ListAllocations(ctx context.Context) ([]*cnsv1.Allocation, error) {
+	r, err := g.pool.ListAllocations(ctx, &cnsv1.ListAllocationsRequest{})
+	return r.GetAllocations(), wrap("ListAllocations", err)
+}
+
+func (g *grpcCNS) Close() error { return g.conn.Close() }

@@ -1,0 +1,282 @@
+package plugin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ip"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// podGateway is the link-local next hop every pod routes through. It is not on any link: the
+// pod reaches it through a permanent neighbour entry pointing at the host veth's MAC, so no
+// ARP is needed and the pod never learns the node's addresses.
+var podGateway = net.IPv4(169, 254, 1, 1).To4()
+
+// hostVethPrefix marks host veths as ours (GC removes only these).
+const hostVethPrefix = "vnet"
+
+// HostVethName is the node-side veth of an attachment: a stable hash of container ID and
+// ifname, so DEL and GC find it without state, and it fits IFNAMSIZ (15).
+func HostVethName(containerID, ifname string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifname))
+	return hostVethPrefix + hex.EncodeToString(sum[:])[:11]
+}
+
+// podNet is the pod's side of the datapath as cns granted it.
+type podNet struct {
+	IP     netip.Addr
+	Routes []netip.Prefix
+	MTU    int
+}
+
+func ipNet32(a netip.Addr) *net.IPNet {
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}
+}
+
+func prefixNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
+}
+
+// interfaceExists reports whether ifname exists in podNS.
+func interfaceExists(podNS ns.NetNS, ifname string) (bool, error) {
+	exists := false
+	err := podNS.Do(func(ns.NetNS) error {
+		_, err := netlinksafe.LinkByName(ifname)
+		var nf netlink.LinkNotFoundError
+		switch {
+		case err == nil:
+			exists = true
+		case !errors.As(err, &nf):
+			return fmt.Errorf("look up %s in %s: %w", ifname, podNS.Path(), err)
+		}
+		return nil
+	})
+	return exists, err
+}
+
+// setupDatapath builds both sides. It runs in the node namespace (hostNS is the current
+// one). On error, the caller tears down: deleting the host veth removes everything.
+func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, p podNet) (hostIf, contIf net.Interface, err error) {
+	err = podNS.Do(func(ns.NetNS) error {
+		// Created from inside the pod with its peer placed straight into the node
+		// namespace: one netlink call, no move.
+		hostIf, contIf, err = ip.SetupVethWithName(ifname, hostName, p.MTU, "", hostNS)
+		if err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", ifname, hostName, err)
+		}
+		return configurePod(ifname, hostIf.HardwareAddr, p)
+	})
+	if err != nil {
+		return hostIf, contIf, err
+	}
+	link, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		return hostIf, contIf, fmt.Errorf("find host veth %s: %w", hostName, err)
+	}
+	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet32(p.IP), Scope: netlink.SCOPE_LINK}); err != nil {
+		return hostIf, contIf, fmt.Errorf("route %s/32 dev %s: %w", p.IP, hostName, err)
+	}
+	return hostIf, contIf, enableForwarding()
+}
+
+// configurePod runs inside the pod namespace.
+func configurePod(ifname string, hostMAC net.HardwareAddr, p podNet) error {
+	link, err := netlinksafe.LinkByName(ifname)
+	if err != nil {
+		return fmt.Errorf("find %s: %w", ifname, err)
+	}
+	idx := link.Attrs().Index
+	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: ipNet32(p.IP)}); err != nil {
+		return fmt.Errorf("add %s/32 to %s: %w", p.IP, ifname, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", ifname, err)
+	}
+	gw := &net.IPNet{IP: podGateway, Mask: net.CIDRMask(32, 32)}
+	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route %s dev %s: %w", podGateway, ifname, err)
+	}
+	for _, r := range p.Routes {
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r), Gw: podGateway}); err != nil {
+			return fmt.Errorf("route %s via %s: %w", r, podGateway, err)
+		}
+	}
+	err = netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: podGateway, HardwareAddr: hostMAC})
+	if err != nil {
+		return fmt.Errorf("neighbour %s lladdr %s dev %s: %w", podGateway, hostMAC, ifname, err)
+	}
+	return nil
+}
+
+// enableForwarding sets ip_forward in the current (node) namespace, writing only if needed.
+func enableForwarding() error {
+	const path = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding in the node namespace: %w", err)
+	}
+	return nil
+}
+
+// teardownDatapath removes an attachment. Deleting the host veth removes its peer in the pod
+// and the host route with it. A missing link or namespace is success.
+func teardownDatapath(netnsPath, ifname, hostName string) error {
+	link, err := netlinksafe.LinkByName(hostName)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("delete host veth %s: %w", hostName, err)
+		}
+		return nil
+	case !errors.As(err, &nf):
+		return fmt.Errorf("look up host veth %s: %w", hostName, err)
+	}
+	// No host veth: a pod-side leftover can only be ours if it is a veth whose peer is gone.
+	if netnsPath == "" {
+		return nil
+	}
+	err = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+		l, err := netlinksafe.LinkByName(ifname)
+		if err != nil {
+			return nil
+		}
+		if _, ok := l.(*netlink.Veth); ok {
+			return netlink.LinkDel(l)
+		}
+		return nil
+	})
+	var notExist ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &notExist) || errors.As(err, &notNS) {
+		return nil
+	}
+	return err
+}
+
+// checkDatapath compares the real datapath with what ADD built and names every difference.
+func checkDatapath(podNS ns.NetNS, ifname, hostName string, addr netip.Addr) error {
+	var missing []string
+	host, err := netlinksafe.LinkByName(hostName)
+	if err != nil {
+		missing = append(missing, fmt.Sprintf("host veth %s", hostName))
+	} else {
+		if host.Attrs().Flags&net.FlagUp == 0 {
+			missing = append(missing, fmt.Sprintf("host veth %s is down", hostName))
+		}
+		if !hasRoute(host, ipNet32(addr), nil) {
+			missing = append(missing, fmt.Sprintf("host route %s/32 dev %s", addr, hostName))
+		}
+	}
+	err = podNS.Do(func(ns.NetNS) error {
+		link, err := netlinksafe.LinkByName(ifname)
+		if err != nil {
+			missing = append(missing, fmt.Sprintf("pod interface %s", ifname))
+			return nil
+		}
+		idx := link.Attrs().Index
+		if link.Attrs().Flags&net.FlagUp == 0 {
+			missing = append(missing, fmt.Sprintf("pod interface %s is down", ifname))
+		}
+		addrs, err := netlinksafe.AddrList(link, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		found := false
+		for _, a := range addrs {
+			ones, _ := a.Mask.Size()
+			found = found || (a.IP.Equal(addr.AsSlice()) && ones == 32)
+		}
+		if !found {
+			missing = append(missing, fmt.Sprintf("address %s/32 on %s", addr, ifname))
+		}
+		if !hasRoute(link, &net.IPNet{IP: podGateway, Mask: net.CIDRMask(32, 32)}, nil) {
+			missing = append(missing, fmt.Sprintf("route %s dev %s scope link", podGateway, ifname))
+		}
+		if !hasRoute(link, nil, podGateway) {
+			missing = append(missing, fmt.Sprintf("default route via %s", podGateway))
+		}
+		neighs, err := netlink.NeighList(idx, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		ok := false
+		for _, n := range neighs {
+			if n.IP.Equal(podGateway) && n.State&netlink.NUD_PERMANENT != 0 && host != nil &&
+				n.HardwareAddr.String() == host.Attrs().HardwareAddr.String() {
+				ok = true
+			}
+		}
+		if !ok {
+			missing = append(missing, fmt.Sprintf("permanent neighbour %s -> host veth MAC on %s", podGateway, ifname))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %w", errCheck, err)
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: missing %s", errCheck, strings.Join(missing, "; "))
+	}
+	return nil
+}
+
+// hasRoute looks for a route on link to dst (nil: the default route) via gw (nil: any).
+func hasRoute(link netlink.Link, dst *net.IPNet, gw net.IP) bool {
+	routes, err := netlinksafe.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, r := range routes {
+		isDefault := r.Dst == nil
+		if r.Dst != nil {
+			ones, _ := r.Dst.Mask.Size()
+			isDefault = ones == 0 && r.Dst.IP.IsUnspecified()
+		}
+		switch {
+		case dst == nil && !isDefault:
+			continue
+		case dst != nil && (r.Dst == nil || r.Dst.String() != dst.String()):
+			continue
+		case gw != nil && !r.Gw.Equal(gw):
+			continue
+		}
+		return true
+	}
+	return false
+}
+
+// sweepHostVeths deletes host veths of ours (prefix, veth) not in keep, and returns them.
+func sweepHostVeths(keep map[string]bool) ([]string, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, l := range links {
+		name := l.Attrs().Name
+		if _, veth := l.(*netlink.Veth); !veth || !strings.HasPrefix(name, hostVethPrefix) || len(name) != len(hostVethPrefix)+11 || keep[name] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
+}

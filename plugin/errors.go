@@ -1,0 +1,70 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Kinds of failure, wrapped with %w where they happen; toCNIError is the one place they
+// become CNI error codes.
+var (
+	errConfig      = errors.New("invalid network configuration")
+	errEnv         = errors.New("invalid environment")
+	errUnreachable = errors.New("cns unreachable")
+	errExists      = errors.New("interface already exists")
+	errCheck       = errors.New("datapath check failed")
+)
+
+// toCNIError maps an error to the CNI code a runtime acts on:
+//
+//	7  invalid network configuration
+//	4  invalid environment (CNI_NETNS not a namespace, interface exists, bad key)
+//	11 try again later (cns waiting on the cloud, or the cloud failing)
+//	50 plugin not available (cns unreachable; node out of addresses)
+//	999 anything else
+func toCNIError(err error) *types.Error {
+	if err == nil {
+		return nil
+	}
+	var te *types.Error
+	if errors.As(err, &te) {
+		return te
+	}
+	msg := err.Error()
+	var nsErr ns.NSPathNotNSErr
+	var nsMissing ns.NSPathNotExistErr
+	switch {
+	case errors.Is(err, errConfig):
+		return types.NewError(types.ErrInvalidNetworkConfig, msg, "")
+	case errors.Is(err, errEnv), errors.Is(err, errExists), errors.As(err, &nsErr), errors.As(err, &nsMissing):
+		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "")
+	case errors.Is(err, errUnreachable):
+		return types.NewError(types.ErrPluginNotAvailable, msg, "is cns running? check its socket and logs")
+	}
+	switch grpcCode(err) {
+	case codes.ResourceExhausted:
+		return types.NewError(types.ErrPluginNotAvailable, msg, "this node cannot get another VNet address")
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return types.NewError(types.ErrTryAgainLater, msg, "")
+	case codes.InvalidArgument:
+		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "")
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return types.NewError(types.ErrTryAgainLater, msg, "")
+	}
+	return types.NewError(types.ErrInternal, msg, "")
+}
+
+// grpcCode finds a gRPC status anywhere in err's chain.
+func grpcCode(err error) codes.Code {
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		return se.GRPCStatus().Code()
+	}
+	return codes.OK
+}

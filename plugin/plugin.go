@@ -1,0 +1,324 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"google.golang.org/grpc/codes"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// Plugin holds the handlers' dependencies.
+type Plugin struct {
+	Dial Dialer
+	Now  func() time.Time
+}
+
+// New returns a plugin talking gRPC to cns.
+func New() *Plugin { return &Plugin{Dial: DialGRPC, Now: time.Now} }
+
+// Funcs returns the handlers for skel, each error mapped to its CNI code.
+func (p *Plugin) Funcs() skel.CNIFuncs {
+	wrap := func(f func(*skel.CmdArgs) error) func(*skel.CmdArgs) error {
+		return func(a *skel.CmdArgs) error {
+			if err := toCNIError(f(a)); err != nil {
+				return err
+			}
+			return nil
+		}
+	}
+	return skel.CNIFuncs{Add: wrap(p.Add), Del: wrap(p.Del), Check: wrap(p.Check), GC: wrap(p.GC), Status: wrap(p.Status)}
+}
+
+// k8sArgs are the CNI_ARGS kubelet passes.
+type k8sArgs struct {
+	types.CommonArgs
+	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	K8S_POD_NAME      types.UnmarshallableString //nolint:revive // CNI_ARGS key
+}
+
+// session is one handler's config and cns client.
+func (p *Plugin) session(args *skel.CmdArgs) (*Config, CNS, context.Context, func(), error) {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	client, err := p.Dial(conf)
+	if err != nil {
+		return conf, nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), conf.RequestTimeout.Duration)
+	return conf, client, ctx, func() { cancel(); client.Close() }, nil
+}
+
+// Add asks cns for the pod's address and builds the datapath. Any failure after the grant
+// tears the datapath down and releases the address (named return + deferred rollback).
+func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	var ka k8sArgs
+	if err := types.LoadArgs(args.Args, &ka); err != nil {
+		return fmt.Errorf("%w: CNI_ARGS: %w", errEnv, err)
+	}
+	if args.Netns == "" {
+		return fmt.Errorf("%w: CNI_NETNS is required for ADD", errEnv)
+	}
+	podNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fmt.Errorf("open pod network namespace %q: %w", args.Netns, err)
+	}
+	defer podNS.Close()
+	// Refuse before asking for an address, so a refused ADD holds nothing.
+	if exists, err := interfaceExists(podNS, args.IfName); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("%w: %s already exists in %s", errExists, args.IfName, args.Netns)
+	}
+	hostNS, err := ns.GetCurrentNS()
+	if err != nil {
+		return fmt.Errorf("open node network namespace: %w", err)
+	}
+	defer hostNS.Close()
+
+	_, client, ctx, done, err := p.session(args)
+	if err != nil {
+		return err
+	}
+	defer done()
+	resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
+		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME)})
+	if err != nil {
+		return err
+	}
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	defer func() {
+		if err == nil {
+			return
+		}
+		if terr := teardownDatapath(args.Netns, args.IfName, hostName); terr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback datapath: %w", terr))
+		}
+		if rerr := p.release(conf, client, args.ContainerID, args.IfName); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback address: %w", rerr))
+		}
+	}()
+	pn, err := grantToPodNet(resp, conf.MTU)
+	if err != nil {
+		return err
+	}
+	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, pn)
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(buildResult(conf, hostIf, contIf, args.Netns, pn), conf.CNIVersion)
+}
+
+func grantToPodNet(resp *cnsv1.RequestIPsResponse, mtu int) (podNet, error) {
+	if len(resp.GetIpConfigs()) == 0 {
+		return podNet{}, errors.New("cns granted no address")
+	}
+	c := resp.GetIpConfigs()[0]
+	pfx, err := netip.ParsePrefix(c.GetAddress())
+	if err != nil || !pfx.Addr().Is4() {
+		return podNet{}, fmt.Errorf("cns granted an unusable address %q: %w", c.GetAddress(), err)
+	}
+	pn := podNet{IP: pfx.Addr(), MTU: mtu}
+	if pn.MTU == 0 {
+		pn.MTU = int(c.GetMtu())
+	}
+	if pn.MTU == 0 {
+		pn.MTU = DefaultMTU
+	}
+	for _, r := range c.GetRoutes() {
+		d, err := netip.ParsePrefix(r.GetDestination())
+		if err != nil || !d.Addr().Is4() {
+			return podNet{}, fmt.Errorf("cns sent an unusable route %q", r.GetDestination())
+		}
+		pn.Routes = append(pn.Routes, d.Masked())
+	}
+	if len(pn.Routes) == 0 {
+		pn.Routes = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+	}
+	return pn, nil
+}
+
+func buildResult(conf *Config, hostIf, contIf net.Interface, netns string, pn podNet) *current.Result {
+	res := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostIf.Name, Mac: hostIf.HardwareAddr.String()},
+			{Name: contIf.Name, Mac: contIf.HardwareAddr.String(), Sandbox: netns, Mtu: pn.MTU},
+		},
+		IPs: []*current.IPConfig{{Interface: current.Int(1), Address: *ipNet32(pn.IP), Gateway: podGateway}},
+		DNS: conf.DNS,
+	}
+	for _, r := range pn.Routes {
+		res.Routes = append(res.Routes, &types.Route{Dst: *prefixNet(r), GW: podGateway})
+	}
+	return res
+}
+
+// release returns an address to cns; when cns cannot take it now, the release is spooled
+// for cns to replay, so a pod is never stuck terminating while cns restarts.
+func (p *Plugin) release(conf *Config, client CNS, containerID, ifname string) error {
+	var err error
+	if client != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), conf.RequestTimeout.Duration)
+		err = client.ReleaseIPs(ctx, containerID, ifname)
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	if client != nil && !errors.Is(err, errUnreachable) && !transient(err) {
+		return err
+	}
+	if _, serr := spoolRelease(conf.ReleaseSpool, containerID, ifname, p.Now()); serr != nil {
+		return errors.Join(err, serr)
+	}
+	return nil
+}
+
+func transient(err error) bool {
+	switch grpcCode(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// Del tears the datapath down and releases the address. A missing namespace, link or
+// allocation is success, and so is an unreachable cns once the release is spooled.
+func (p *Plugin) Del(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := teardownDatapath(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName)); err != nil {
+		return err
+	}
+	client, err := p.Dial(conf)
+	if err != nil && !errors.Is(err, errUnreachable) {
+		return err
+	}
+	if client != nil {
+		defer client.Close()
+	}
+	return p.release(conf, client, args.ContainerID, args.IfName)
+}
+
+// Check verifies the datapath against prevResult and that cns still holds the address.
+func (p *Plugin) Check(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if conf.PrevResult == nil {
+		return fmt.Errorf("%w: CHECK needs prevResult", errConfig)
+	}
+	prev, err := current.NewResultFromResult(conf.PrevResult)
+	if err != nil {
+		return fmt.Errorf("%w: prevResult: %w", errConfig, err)
+	}
+	addr, err := containerAddr(prev, args.IfName, args.Netns)
+	if err != nil {
+		return err
+	}
+	podNS, err := ns.GetNS(args.Netns)
+	if err != nil {
+		return fmt.Errorf("open pod network namespace %q: %w", args.Netns, err)
+	}
+	defer podNS.Close()
+	if err := checkDatapath(podNS, args.IfName, HostVethName(args.ContainerID, args.IfName), addr); err != nil {
+		return err
+	}
+	_, client, ctx, done, err := p.session(args)
+	if err != nil {
+		return err
+	}
+	defer done()
+	allocs, err := client.ListAllocations(ctx)
+	if err != nil {
+		return err
+	}
+	for _, a := range allocs {
+		if a.GetContainerId() == args.ContainerID && a.GetIfname() == args.IfName {
+			if a.GetAddress() != addr.String() {
+				return fmt.Errorf("%w: cns holds %s for this pod, the datapath has %s", errCheck, a.GetAddress(), addr)
+			}
+			if a.GetMissing() {
+				return fmt.Errorf("%w: %s is no longer on the node NIC", errCheck, addr)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: cns holds no address for %s/%s", errCheck, args.ContainerID, args.IfName)
+}
+
+// containerAddr finds the IPv4 address prevResult gave the pod interface.
+func containerAddr(r *current.Result, ifname, netns string) (netip.Addr, error) {
+	for _, c := range r.IPs {
+		if c.Interface == nil || *c.Interface < 0 || *c.Interface >= len(r.Interfaces) {
+			continue
+		}
+		itf := r.Interfaces[*c.Interface]
+		if itf.Name != ifname || (itf.Sandbox != "" && itf.Sandbox != netns) {
+			continue
+		}
+		if a, ok := netip.AddrFromSlice(c.Address.IP.To4()); ok {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: prevResult has no IPv4 address for %s", errConfig, ifname)
+}
+
+// GC releases in cns every allocation not in cni.dev/valid-attachments and deletes host
+// veths of ours that belong to no valid attachment.
+func (p *Plugin) GC(args *skel.CmdArgs) error {
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	valid := make([]*cnsv1.Attachment, 0, len(conf.ValidAttachments))
+	for _, a := range conf.ValidAttachments {
+		keep[HostVethName(a.ContainerID, a.IfName)] = true
+		valid = append(valid, &cnsv1.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
+	}
+	_, sweepErr := sweepHostVeths(keep)
+	_, client, ctx, done, err := p.session(args)
+	if err != nil {
+		return errors.Join(err, sweepErr)
+	}
+	defer done()
+	_, err = client.GarbageCollect(ctx, valid)
+	return errors.Join(err, sweepErr)
+}
+
+// Status reports whether pods can be added: CNI 50 when cns is down or out of addresses.
+func (p *Plugin) Status(args *skel.CmdArgs) error {
+	_, client, ctx, done, err := p.session(args)
+	if err != nil {
+		return err
+	}
+	defer done()
+	st, err := client.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if !st.GetReady() {
+		return types.NewError(types.ErrPluginNotAvailable, "cns not ready: "+st.GetMessage(), st.GetReason().String())
+	}
+	return nil
+}
