@@ -23,7 +23,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test unit proto proto-check tools lint clean
+.PHONY: all build run test proto proto-check tools lint install clean
 
 all: build
 
@@ -83,6 +83,16 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 # namespaces fail (not skip) when CI=true.
 test: build tools lint proto-check
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Install the plugin where kubelet/containerd look for it, its conflist, and the cns daemon.
+# DESTDIR stages into another root (packaging).
+CNI_BIN_DIR  ?= /opt/cni/bin
+CNI_CONF_DIR ?= /etc/cni/net.d
+BIN_DIR      ?= /usr/local/bin
+install: build
+	install -D -m 0755 bin/vnet-cni $(DESTDIR)$(CNI_BIN_DIR)/vnet-cni
+	install -D -m 0644 cmd/vnet-cni/10-vnet.conflist $(DESTDIR)$(CNI_CONF_DIR)/10-vnet.conflist
+	install -D -m 0755 bin/cns $(DESTDIR)$(BIN_DIR)/cns
 
 clean:
 	rm -rf bin .run

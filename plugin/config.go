@@ -32,6 +32,10 @@ type Config struct {
 	// ReleaseSpool is where DEL leaves a release that cns could not take; cns replays it.
 	ReleaseSpool string `json:"releaseSpool,omitempty"`
 
+	// LegacyAttachments is the pre-1.1 spelling of cni.dev/valid-attachments that libcni
+	// still sends beside it; used only when the new key is absent.
+	LegacyAttachments []types.GCAttachment `json:"cni.dev/attachments,omitempty"`
+
 	// Fields that runtimes and conventions add; accepted, not used.
 	RuntimeConfig json.RawMessage `json:"runtimeConfig,omitempty"`
 	Args          json.RawMessage `json:"args,omitempty"`
@@ -86,6 +90,9 @@ func parseConfig(stdin []byte) (*Config, error) {
 	}
 	if c.RequestTimeout.Duration == 0 {
 		c.RequestTimeout.Duration = DefaultRequestTimeout
+	}
+	if c.ValidAttachments == nil {
+		c.ValidAttachments = c.LegacyAttachments
 	}
 	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
 		return nil, fmt.Errorf("%w: prevResult: %w", errConfig, err)
