@@ -60,7 +60,9 @@ proto-check: $(TOOLS)/.buf-$(BUF_VERSION)
 	buf lint
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	  buf generate --output $$tmp && \
-	  diff -r $$tmp/proto/cns/v1 proto/cns/v1 -x '*.proto' || { echo "generated code is stale: run make proto"; exit 1; }
+	  for f in $$tmp/proto/cns/v1/*.pb.go; do \
+	    diff -q $$f proto/cns/v1/$$(basename $$f) || { echo "generated code is stale: run make proto"; exit 1; }; \
+	  done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
