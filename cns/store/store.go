@@ -170,13 +170,16 @@ func (s *Store) apply(fn func(*bolt.Tx) error) error {
 
 func allocKey(k ipampool.Key) []byte { return []byte(k.ContainerID + "\x00" + k.IfName) }
 
-// PutAllocation records that a.Owner holds a.Addr.
+// PutAllocation records that a.Owner holds a.Addr (and ends any cooldown record of it).
 func (s *Store) PutAllocation(a Allocation) error {
 	v, err := json.Marshal(a)
 	if err != nil {
 		return fmt.Errorf("encode allocation: %w", err)
 	}
 	if err := s.apply(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketCooldowns).Delete([]byte(a.Addr.String())); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketAllocations).Put(allocKey(a.Owner.Key), v)
 	}); err != nil {
 		return fmt.Errorf("commit allocation of %s: %w", a.Addr, err)

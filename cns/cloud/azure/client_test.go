@@ -1,0 +1,187 @@
+package azure_test
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+)
+
+type fixture struct {
+	mock *mockarm.Server
+	srv  *httptest.Server
+	c    *azure.Client
+	cfg  mockarm.Config
+}
+
+func setup(t *testing.T, tune func(*mockarm.Config)) *fixture {
+	t.Helper()
+	cfg := mockarm.DefaultConfig()
+	cfg.AutoCreateNICs = true
+	cfg.StatePath = t.TempDir() + "/mockarm.json"
+	if tune != nil {
+		tune(&cfg)
+	}
+	m, err := mockarm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(m)
+	t.Cleanup(srv.Close)
+	c, err := azure.New(azure.Config{Endpoint: srv.URL, Subscription: cfg.Subscription, ResourceGroup: cfg.ResourceGroup,
+		NIC: "nic0", Auth: azure.AuthStatic, StaticToken: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{mock: m, srv: srv, c: c, cfg: cfg}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestGetAndGrowSkipReservedAddresses(t *testing.T) {
+	f := setup(t, nil)
+	nic, err := f.c.GetNIC(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Azure keeps .0-.3 (network, gateway, DNS) and the broadcast address: the node gets .4.
+	if nic.Primary != netip.MustParseAddr("10.240.0.4") || nic.Subnet != f.cfg.Subnet || nic.ETag == "" {
+		t.Fatalf("NIC %+v", nic)
+	}
+	grown, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{netip.MustParseAddr("10.240.0.5"), netip.MustParseAddr("10.240.0.6"), netip.MustParseAddr("10.240.0.7")}
+	if !slices.Equal(grown.Secondaries, want) || grown.ETag == nic.ETag {
+		t.Fatalf("after adding 3: %v (etag %s)", grown.Secondaries, grown.ETag)
+	}
+	shrunk, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: grown.ETag, Remove: want[:2]})
+	if err != nil || !slices.Equal(shrunk.Secondaries, want[2:]) {
+		t.Fatalf("after removing 2: %v, %v", shrunk.Secondaries, err)
+	}
+}
+
+func TestStaleETagIsConflictWithoutWriting(t *testing.T) {
+	f := setup(t, nil)
+	nic, _ := f.c.GetNIC(ctx(t))
+	if _, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 1}); err != nil {
+		t.Fatal(err)
+	}
+	writes := f.mock.Stats().Writes
+	_, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 1})
+	if cloud.KindOf(err) != cloud.KindConflict || f.mock.Stats().Writes != writes {
+		t.Fatalf("write on a stale etag: %v (writes %d -> %d)", err, writes, f.mock.Stats().Writes)
+	}
+}
+
+func TestMockRejectsWrongIfMatch(t *testing.T) {
+	f := setup(t, nil)
+	f.c.GetNIC(ctx(t))
+	url := f.srv.URL + mockarm.NICID(f.cfg.Subscription, f.cfg.ResourceGroup, "nic0") + "?api-version=2025-01-01"
+	req, _ := http.NewRequest(http.MethodPut, url, bytes.NewBufferString(`{"properties":{"ipConfigurations":[]}}`))
+	req.Header.Set("If-Match", `W/"stale"`)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusPreconditionFailed {
+		t.Fatalf("PUT with a wrong If-Match: %d, want 412", resp.StatusCode)
+	}
+}
+
+func TestFaultsAreClassified(t *testing.T) {
+	tests := []struct {
+		name       string
+		fault      mockarm.Fault
+		tune       func(*mockarm.Config)
+		want       cloud.Kind
+		retryAfter time.Duration
+	}{
+		{name: "429 longer than azcore's max retry delay is returned, not slept on",
+			fault: mockarm.Fault{Op: "put-nic", Status: 429, Code: "SubscriptionRequestsThrottled", RetryAfter: 30}, want: cloud.KindThrottled, retryAfter: 30 * time.Second},
+		{name: "persistent 503", fault: mockarm.Fault{Op: "put-nic", Status: 503, Count: 10}, want: cloud.KindUnavailable},
+		{name: "412 from a concurrent writer", fault: mockarm.Fault{Op: "put-nic", Status: 412, Code: "PreconditionFailed"}, want: cloud.KindConflict},
+		{name: "409 operation in progress", fault: mockarm.Fault{Op: "put-nic", Status: 409, Code: "AnotherOperationInProgress"}, want: cloud.KindBusy},
+		{name: "long-running operation ends Failed", fault: mockarm.Fault{Op: "put-nic", FailLRO: true}, want: cloud.KindFailed},
+		{name: "subnet full", tune: func(c *mockarm.Config) { c.Subnet = netip.MustParsePrefix("10.1.0.0/29") }, want: cloud.KindSubnetFull},
+		{name: "NIC limit", tune: func(c *mockarm.Config) { c.MaxIPConfigs = 3 }, want: cloud.KindNICFull},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, tc.tune)
+			nic, err := f.c.GetNIC(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.fault.Op != "" {
+				if err := f.mock.Inject(tc.fault); err != nil {
+					t.Fatal(err)
+				}
+			}
+			start := time.Now()
+			_, err = f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 4})
+			if cloud.KindOf(err) != tc.want {
+				t.Fatalf("got %v (kind %s), want kind %s", err, cloud.KindOf(err), tc.want)
+			}
+			if got := cloud.RetryAfterOf(err); got != tc.retryAfter {
+				t.Fatalf("retry after %s, want %s", got, tc.retryAfter)
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Fatalf("took %s: the client slept instead of returning", d)
+			}
+			after, _ := f.c.GetNIC(ctx(t))
+			if len(after.Secondaries) != 0 {
+				t.Fatalf("a failed write left ip configurations: %v", after.Secondaries)
+			}
+		})
+	}
+}
+
+func TestSlowWriteIsPolledPromptly(t *testing.T) {
+	f := setup(t, func(c *mockarm.Config) { c.Latency = 1200 * time.Millisecond })
+	nic, _ := f.c.GetNIC(ctx(t))
+	start := time.Now()
+	got, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 2})
+	took := time.Since(start)
+	if err != nil || len(got.Secondaries) != 2 || got.ProvisioningState != "Succeeded" {
+		t.Fatalf("slow write: %+v, %v", got, err)
+	}
+	// The SDK's PollUntilDone would wait 30 s between polls; we follow Retry-After.
+	if took < time.Second || took > 5*time.Second {
+		t.Fatalf("a 1.2 s write took %s", took)
+	}
+}
+
+func TestMockStatePersistsAcrossRestart(t *testing.T) {
+	f := setup(t, nil)
+	nic, _ := f.c.GetNIC(ctx(t))
+	grown, _ := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 2})
+	m2, err := mockarm.New(f.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.srv.Config.Handler = m2
+	again, err := f.c.GetNIC(ctx(t))
+	if err != nil || !slices.Equal(again.Secondaries, grown.Secondaries) {
+		t.Fatalf("after mockarm restart: %v %v, want %v", again.Secondaries, err, grown.Secondaries)
+	}
+	// The allocator was rebuilt: the next address is not one already taken.
+	more, _ := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: again.ETag, Add: 1})
+	if len(more.Secondaries) != 3 {
+		t.Fatalf("after one more: %v", more.Secondaries)
+	}
+}

@@ -1,0 +1,149 @@
+package cns_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/vnet-cni/vnet-cni/cns"
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+	"github.com/vnet-cni/vnet-cni/test/stack"
+)
+
+func TestThrottledCloudIsNotHammeredAndPoolRecovers(t *testing.T) {
+	s := stack.Start(t, stack.Options{Config: func(c *cns.Config) {
+		c.Pool.RequestWait = time.Second
+		c.Pool.Limits.MinFree, c.Pool.Limits.MaxFree = 8, 100
+	}})
+	p := s.WaitFor("warm pool", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 })
+	// Every write is throttled with a Retry-After longer than azcore's 2 s cap, so only cns's
+	// own backoff stands between it and the API.
+	const retryAfter = 3
+	if err := s.Mock.Inject(mockarm.Fault{Op: "put-nic", Status: 429, Code: "SubscriptionRequestsThrottled", RetryAfter: retryAfter, Count: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	ctx := s.Ctx()
+	drained := int(p.GetCounts().GetAvailable())
+	for i := range drained { // empty the pool so cns must grow through the throttling
+		if _, err := s.Request(ctx, fmt.Sprint("drain-", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.Request(ctx, "starved")
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "throttled") {
+		t.Fatalf("request on an empty pool under throttling: %v, want Unavailable naming the throttling", err)
+	}
+	// Watch three throttled attempts: they must be spaced by at least Retry-After.
+	// The clock starts at an attempt seen as it happens, not at one already in the past.
+	seen := s.Mock.Stats().Faults
+	waitStat(t, s, func(st mockarm.Stats) bool { return st.Faults > seen })
+	start, first := time.Now(), s.Mock.Stats()
+	waitStat(t, s, func(st mockarm.Stats) bool { return st.Faults >= first.Faults+2 })
+	if gap := time.Since(start); gap < 2*retryAfter*time.Second*9/10 {
+		t.Fatalf("two more attempts within %s under Retry-After %ds: cns hammers a throttled API", gap, retryAfter)
+	}
+	s.Mock.ClearFaults()
+	p = s.WaitFor("recovery", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 && p.GetLastError() == "" })
+	if int(p.GetCounts().GetAssigned()) != drained {
+		t.Fatalf("assignments changed during the fault: %v", p.GetCounts())
+	}
+	if _, err := s.Request(ctx, "after"); err != nil {
+		t.Fatalf("request after recovery: %v", err)
+	}
+}
+
+// waitStat polls mockarm's counters until cond holds, failing after 20 s.
+func waitStat(t *testing.T, s *stack.Stack, cond func(mockarm.Stats) bool) mockarm.Stats {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if st := s.Mock.Stats(); cond(st) {
+			return st
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("mockarm counters never reached the condition: %+v", s.Mock.Stats())
+	return mockarm.Stats{}
+}
+
+func TestFailedWritesRecoverByThemselves(t *testing.T) {
+	for _, f := range []mockarm.Fault{
+		{Op: "put-nic", FailLRO: true, Count: 2},
+		{Op: "put-nic", Status: 500, Count: 4},
+		{Op: "put-nic", Status: 412, Code: "PreconditionFailed", Count: 2},
+		{Op: "get-nic", Status: 503, Count: 3},
+	} {
+		t.Run(fmt.Sprintf("%s-%d-%s-lro%v", f.Op, f.Status, f.Code, f.FailLRO), func(t *testing.T) {
+			s := stack.Start(t, stack.Options{Config: func(c *cns.Config) { c.Pool.Limits.MinFree = 8 }})
+			s.WaitFor("warm pool", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 })
+			if err := s.Mock.Inject(f); err != nil {
+				t.Fatal(err)
+			}
+			ctx := s.Ctx()
+			// Take 20 addresses: more than the warm pool, so cns must write through the fault.
+			for i := range 20 {
+				if _, err := s.Request(ctx, fmt.Sprint("pod-", i)); err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+			}
+			p := s.WaitFor("pool refilled", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 })
+			nic := s.NICAddrs()
+			if int(p.GetCounts().GetAvailable()+p.GetCounts().GetAssigned()) != len(nic) {
+				t.Fatalf("pool %v disagrees with the NIC's %d addresses", p.GetCounts(), len(nic))
+			}
+		})
+	}
+}
+
+func TestConcurrentWriterIsAdoptedAndVanishedAddressFlagged(t *testing.T) {
+	s := stack.Start(t, stack.Options{Config: func(c *cns.Config) { c.Pool.ReconcileInterval = 100 * time.Millisecond }})
+	s.WaitFor("warm pool", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 })
+	ctx := s.Ctx()
+	held, err := s.Request(ctx, "victim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := azure.New(s.Cfg.Azure) // an operator's tool writing the same NIC
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	nic, err := other.GetNIC(cctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(nic.Secondaries)
+	nic, err = other.UpdateIPConfigs(cctx, cloud.Change{ETag: nic.ETag, Add: 3, Remove: []netip.Addr{held}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := s.WaitFor("adoption", func(p *cnsv1.GetPoolResponse) bool {
+		c := p.GetCounts()
+		return c.GetMissing() == 1 && int(c.GetAvailable()+c.GetAssigned()-c.GetMissing()+c.GetPendingRelease()) >= before+2
+	})
+	allocs, _ := s.Pool.ListAllocations(ctx, &cnsv1.ListAllocationsRequest{})
+	if len(allocs.GetAllocations()) != 1 || !allocs.GetAllocations()[0].GetMissing() {
+		t.Fatalf("vanished address not flagged: %v (pool %v)", allocs, p.GetCounts())
+	}
+	// The vanished address is never handed to anyone else.
+	for i := range 30 {
+		a, err := s.Request(ctx, fmt.Sprint("new-", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a == held || !slices.Contains(s.NICAddrs(), a) {
+			t.Fatalf("handed out %s, which the NIC does not hold", a)
+		}
+	}
+}
