@@ -53,7 +53,9 @@ func TestThrottledCloudIsNotHammeredAndPoolRecovers(t *testing.T) {
 		t.Fatalf("two more attempts within %s under Retry-After %ds: cns hammers a throttled API", gap, retryAfter)
 	}
 	s.Mock.ClearFaults()
-	p = s.WaitFor("recovery", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 && p.GetLastError() == "" })
+	p = s.WaitFor("recovery", func(p *cnsv1.GetPoolResponse) bool {
+		return p.GetCounts().GetAvailable() >= 8 && p.GetLastError() == ""
+	})
 	if int(p.GetCounts().GetAssigned()) != drained {
 		t.Fatalf("assignments changed during the fault: %v", p.GetCounts())
 	}

@@ -24,7 +24,7 @@ func open(t *testing.T, path string) *Store {
 
 func alloc(i int) Allocation {
 	return Allocation{Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}),
-		Owner: ipampool.Owner{Key: ipampool.Key{ContainerID: fmt.Sprint("c", i), IfName: "eth0"}, PodName: "p"},
+		Owner:      ipampool.Owner{Key: ipampool.Key{ContainerID: fmt.Sprint("c", i), IfName: "eth0"}, PodName: "p"},
 		AssignedAt: time.Unix(int64(i), 0).UTC()}
 }
 
