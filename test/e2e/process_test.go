@@ -1,0 +1,167 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// proc is a daemon started from the built binaries, killed when the test ends.
+type proc struct {
+	t    *testing.T
+	name string
+	args []string
+	log  string
+	cmd  *exec.Cmd
+}
+
+func startProc(t *testing.T, dir, name string, args ...string) *proc {
+	p := &proc{t: t, name: name, args: args, log: filepath.Join(dir, name+".log")}
+	p.start()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) start() {
+	f, err := os.OpenFile(p.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer f.Close()
+	p.cmd = exec.Command(filepath.Join(binDir, p.name), p.args...)
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// kill sends SIGKILL: no shutdown code runs, as in a crash or OOM kill.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = p.cmd.Wait()
+	p.cmd = nil
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// cnsClient dials a cns socket and waits until it has read the NIC.
+func cnsClient(t *testing.T, socket, logPath string) (cnsv1.IPAMServiceClient, cnsv1.PoolServiceClient) {
+	t.Helper()
+	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ipam := cnsv1.NewIPAMServiceClient(conn)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := ipam.Status(ctx, &cnsv1.StatusRequest{})
+		cancel()
+		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
+			return ipam, cnsv1.NewPoolServiceClient(conn)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b, _ := os.ReadFile(logPath)
+	t.Fatalf("cns not ready within 20s; its log:\n%s", b)
+	return nil, nil
+}
+
+func TestKill9KeepsAllocationsAndCooldowns(t *testing.T) {
+	dir, err := os.MkdirTemp("", "vnet-kill9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	armAddr, tcpAddr := freePort(t), freePort(t)
+	socket := filepath.Join(dir, "cns.sock")
+	mock := startProc(t, dir, "mockarm", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"))
+	cnsArgs := []string{"--arm-endpoint", "http://" + armAddr, "--auth", "static", "--subscription", "00000000-0000-0000-0000-000000000000",
+		"--resource-group", "vnet-rg", "--nic", "node0-nic", "--socket", socket, "--state", filepath.Join(dir, "cns.db"),
+		"--release-spool", filepath.Join(dir, "spool"), "--listen", tcpAddr, "--metrics-listen", "", "--backoff-max", "1s"}
+	cns := startProc(t, dir, "cns", cnsArgs...)
+	ipam, pool := cnsClient(t, socket, cns.log)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	held := map[string]string{}
+	for i := range 6 {
+		id := fmt.Sprint("pod-", i)
+		r, err := ipam.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[id] = r.GetIpConfigs()[0].GetAddress()
+	}
+	for _, id := range []string{"pod-0", "pod-1"} {
+		if _, err := ipam.ReleaseIPs(ctx, &cnsv1.ReleaseIPsRequest{ContainerId: id, Ifname: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+		delete(held, id)
+	}
+
+	check := func(when string) {
+		t.Helper()
+		p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.GetCounts().GetAssigned() != 4 || p.GetCounts().GetCooldown() != 2 {
+			t.Fatalf("%s: counts %v, want 4 assigned and 2 cooling down", when, p.GetCounts())
+		}
+		for id, addr := range held {
+			r, err := ipam.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"})
+			if err != nil || r.GetIpConfigs()[0].GetAddress() != addr {
+				t.Fatalf("%s: %s got %v (%v), want %s", when, id, r.GetIpConfigs(), err, addr)
+			}
+		}
+	}
+
+	cns.kill()
+	cns.start()
+	ipam, pool = cnsClient(t, socket, cns.log)
+	check("after kill -9 of cns")
+
+	mock.kill()
+	mock.start()
+	cns.kill()
+	cns.start()
+	ipam, pool = cnsClient(t, socket, cns.log)
+	check("after kill -9 of mockarm and cns")
+	r, err := ipam.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "fresh", Ifname: "eth0"})
+	if err != nil {
+		t.Fatalf("new request after both restarts: %v", err)
+	}
+	fresh := r.GetIpConfigs()[0].GetAddress()
+	if _, err := netip.ParsePrefix(fresh); err != nil {
+		t.Fatalf("fresh address %q: %v", fresh, err)
+	}
+	for id, addr := range held {
+		if addr == fresh {
+			t.Fatalf("fresh pod got %s, held by %s", fresh, id)
+		}
+	}
+}
