@@ -7,14 +7,18 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strings"
+
+	"github.com/containernetworking/plugins/pkg/ns"
 )
 
 // Options is mockarm's command line.
 type Options struct {
 	Config
-	Listen string
-	NICs   []NICSpec
+	Listen      string
+	NICs        []NICSpec
+	FabricNetns string // named network namespace of the emulated VNet
 }
 
 // NICSpec asks for a NIC at start: name, optionally =primary address.
@@ -46,6 +50,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file; empty keeps state in memory")
 	fs.BoolVar(&c.AutoCreateNICs, "auto-create-nics", true, "a GET of an unknown NIC creates it")
 	fs.BoolVar(&c.Admin, "admin", false, "serve /admin/ (fault injection, NIC creation, state)")
+	fs.StringVar(&o.FabricNetns, "fabric-netns", "", "program the emulated VNet in this named network namespace (/32 route per ip configuration "+
+		"via its node), and also serve ARM on the subnet's gateway address inside it, at the --listen port")
 	fs.Func("nic", "create NIC NAME[=PRIMARY] at start in the VNet's resource group (repeatable)", func(s string) error {
 		name, addr, hasAddr := strings.Cut(s, "=")
 		spec := NICSpec{Name: name}
@@ -64,6 +70,15 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 // Run serves mockarm until ctx ends.
 func Run(ctx context.Context, o Options, log *slog.Logger) error {
 	o.Log = log
+	var fabricNS ns.NetNS
+	if o.FabricNetns != "" {
+		var err error
+		if fabricNS, err = ns.GetNS(filepath.Join("/var/run/netns", o.FabricNetns)); err != nil {
+			return fmt.Errorf("fabric namespace: %w", err)
+		}
+		defer fabricNS.Close()
+		o.Fabric = &NetnsFabric{NS: fabricNS}
+	}
 	s, err := New(o.Config)
 	if err != nil {
 		return err
@@ -78,5 +93,16 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		return err
 	}
 	log.Info("mockarm serving", "addr", l.Addr().String(), "subnet", o.Subnet, "latency", o.Latency, "admin", o.Admin)
+	if fabricNS != nil {
+		_, port, _ := net.SplitHostPort(l.Addr().String())
+		gw := net.JoinHostPort(Gateway(o.Subnet).String(), port)
+		gl, err := ListenInNS(fabricNS, gw)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("listen on the VNet gateway %s in %s: %w", gw, o.FabricNetns, err)
+		}
+		log.Info("mockarm serving inside the VNet", "netns", o.FabricNetns, "addr", gw)
+		go func() { _ = s.Serve(ctx, gl) }()
+	}
 	return s.Serve(ctx, l)
 }

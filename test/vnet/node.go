@@ -1,0 +1,235 @@
+package vnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// Node is one emulated VM: a namespace with its primary address on eth0 and a cns process.
+type Node struct {
+	v       *VNet
+	Name    string
+	NS      ns.NetNS
+	Primary netip.Addr
+	Dir     string
+	Socket  string
+	NIC     string
+
+	cmd  *exec.Cmd
+	conn *grpc.ClientConn
+	IPAM cnsv1.IPAMServiceClient
+	Pool cnsv1.PoolServiceClient
+	list *libcni.NetworkConfigList
+	cni  *libcni.CNIConfig
+	pods int
+}
+
+func (v *VNet) addNode(i int) (*Node, error) {
+	n := &Node{v: v, Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(v.opts.WorkDir, fmt.Sprintf("node%d", i))}
+	n.Socket, n.NIC = filepath.Join(n.Dir, "cns.sock"), n.Name+"-nic"
+	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	var err error
+	if n.Primary, err = v.Mock.CreateNIC(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC, netip.Addr{}); err != nil {
+		return nil, err
+	}
+	if n.NS, err = v.newNS(n.Name); err != nil {
+		return nil, err
+	}
+	if err := n.wire(); err != nil {
+		return nil, err
+	}
+	list := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vnet","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q,"requestTimeout":"30s"}]}`,
+		n.Socket, filepath.Join(n.Dir, "spool"))
+	if n.list, err = libcni.NetworkConfFromBytes([]byte(list)); err != nil {
+		return nil, err
+	}
+	// An explicit exec: libcni fills a nil one in lazily, which races under concurrent ADDs.
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	n.cni = libcni.NewCNIConfigWithCacheDir([]string{v.opts.BinDir}, filepath.Join(n.Dir, "cni-cache"), exec)
+	return n, n.StartCNS()
+}
+
+// wire connects the node to the vnet router: eth0 in the node, <node> in the vnet.
+func (n *Node) wire() error {
+	v := n.v
+	prefixLen := v.MockCfg.Subnet.Bits()
+	err := n.NS.Do(func(ns.NetNS) error {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: n.Name,
+			PeerNamespace: netlink.NsFd(int(v.NS.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth to the vnet: %w", err)
+		}
+		eth0, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: n.Primary.AsSlice(), Mask: net.CIDRMask(prefixLen, 32)}}); err != nil {
+			return err
+		}
+		for _, l := range []netlink.Link{eth0} {
+			if err := netlink.LinkSetUp(l); err != nil {
+				return err
+			}
+		}
+		if lo, err := netlink.LinkByName("lo"); err == nil {
+			_ = netlink.LinkSetUp(lo)
+		}
+		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: v.Gateway.AsSlice()}); err != nil {
+			return fmt.Errorf("default route: %w", err)
+		}
+		return sysctl("net/ipv4/ip_forward", "1")
+	})
+	if err != nil {
+		return err
+	}
+	return v.NS.Do(func(ns.NetNS) error {
+		l, err := netlink.LinkByName(n.Name)
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return err
+		}
+		// Proxy ARP answers the node's ARP for any VNet address routed elsewhere, as the
+		// Azure fabric answers a VM's ARP for the whole subnet.
+		if err := sysctl("net/ipv4/conf/"+n.Name+"/proxy_arp", "1"); err != nil {
+			return err
+		}
+		return netlink.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Dst: &net.IPNet{IP: n.Primary.AsSlice(), Mask: net.CIDRMask(32, 32)},
+			Scope: netlink.SCOPE_LINK})
+	})
+}
+
+// StartCNS starts the node's cns inside its namespace and waits until it is ready.
+func (n *Node) StartCNS() error {
+	args := append([]string{"--arm-endpoint", n.v.ARMURL, "--auth", "static",
+		"--subscription", n.v.MockCfg.Subscription, "--resource-group", n.v.MockCfg.ResourceGroup, "--nic", n.NIC,
+		"--socket", n.Socket, "--state", filepath.Join(n.Dir, "cns.db"), "--release-spool", filepath.Join(n.Dir, "spool"),
+		"--backoff-max", "2s"}, n.v.opts.CNSArgs...)
+	logf, err := os.OpenFile(filepath.Join(n.Dir, "cns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(filepath.Join(n.v.opts.BinDir, "cns"), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// A child forked from a thread locked in the node namespace starts in it.
+	if err := n.NS.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
+		return fmt.Errorf("start cns on %s: %w", n.Name, err)
+	}
+	n.cmd = cmd
+	_ = os.WriteFile(filepath.Join(n.Dir, "cns.pid"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644)
+	if n.conn == nil {
+		if n.conn, err = grpc.NewClient("unix://"+n.Socket, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+			return err
+		}
+		n.IPAM, n.Pool = cnsv1.NewIPAMServiceClient(n.conn), cnsv1.NewPoolServiceClient(n.conn)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := n.IPAM.Status(ctx, &cnsv1.StatusRequest{})
+		cancel()
+		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(filepath.Join(n.Dir, "cns.log"))
+	return fmt.Errorf("cns on %s not ready within 20s; log:\n%s", n.Name, log)
+}
+
+// StopCNS stops the node's cns with SIGTERM (SIGKILL after 10 s).
+func (n *Node) StopCNS() error {
+	if n.cmd == nil {
+		return nil
+	}
+	cmd := n.cmd
+	n.cmd = nil
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			return err
+		}
+		return nil
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		return fmt.Errorf("cns on %s ignored SIGTERM for 10s", n.Name)
+	}
+}
+
+// Pod is a pod attached by vnet-cni.
+type Pod struct {
+	Node *Node
+	Name string
+	NS   ns.NetNS
+	IP   netip.Addr
+	rt   *libcni.RuntimeConf
+	ns   string
+}
+
+// AddPod makes a pod namespace and runs CNI ADD for it on the node.
+func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
+	podNS, err := n.v.newNS(n.Name + "-" + name)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pod{Node: n, Name: name, NS: podNS, ns: n.v.opts.Prefix + "-" + n.Name + "-" + name}
+	p.rt = &libcni.RuntimeConf{ContainerID: strings.ReplaceAll(p.ns, "-", ""), NetNS: podNS.Path(), IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
+	err = n.NS.Do(func(ns.NetNS) error {
+		res, err := n.cni.AddNetworkList(ctx, n.list, p.rt)
+		if err != nil {
+			return err
+		}
+		r, err := current.NewResultFromResult(res)
+		if err != nil || len(r.IPs) == 0 {
+			return fmt.Errorf("result %v: %w", res, err)
+		}
+		p.IP, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+		return nil
+	})
+	if err != nil {
+		podNS.Close()
+		_ = deleteNamedNS(p.ns)
+		return nil, fmt.Errorf("ADD %s on %s: %w", name, n.Name, err)
+	}
+	return p, nil
+}
+
+// Delete runs CNI DEL for the pod and removes its namespace.
+func (p *Pod) Delete(ctx context.Context) error {
+	err := p.Node.NS.Do(func(ns.NetNS) error { return p.Node.cni.DelNetworkList(ctx, p.Node.list, p.rt) })
+	p.NS.Close()
+	return errors.Join(err, deleteNamedNS(p.ns))
+}
+
+// ContainerID is the pod's CNI container ID.
+func (p *Pod) ContainerID() string { return p.rt.ContainerID }

@@ -1,0 +1,189 @@
+// Package vnet builds an emulated Azure VNet out of network namespaces, for tests and the
+// demo:
+//
+//	pod ─veth─ node1 ─veth─┐                 ┌─veth─ node2 ─veth─ pod
+//	           cns          ├─── vnet netns ──┤        cns
+//	                        │ gateway on lo, proxy ARP, mockarm on the gateway address,
+//	                        │ fabric: POD/32 via NODE_PRIMARY (programmed by mockarm)
+//
+// Each node holds its primary address (allocated by mockarm from the subnet) on eth0 with the
+// subnet's prefix and a default route to the gateway, runs a real cns process and adds pods
+// with the vnet-cni binary through libcni, as a container runtime does. Nothing touches the
+// root namespace; Close removes every namespace, process and file it made.
+package vnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+)
+
+// Options describe an emulated VNet.
+type Options struct {
+	Prefix  string   // namespace name prefix, unique per run (TestPrefix, or "vdemo")
+	Nodes   int      // number of nodes
+	BinDir  string   // holds cns and vnet-cni
+	WorkDir string   // state, sockets, logs; created
+	CNSArgs []string // extra cns flags for every node
+	Mock    func(*mockarm.Config)
+	Log     *slog.Logger
+}
+
+// VNet is a running emulated VNet.
+type VNet struct {
+	opts    Options
+	NS      ns.NetNS
+	Mock    *mockarm.Server
+	MockCfg mockarm.Config
+	ARMURL  string // mockarm as nodes see it: on the gateway address
+	Gateway netip.Addr
+	Nodes   []*Node
+
+	cancel context.CancelFunc
+	served chan struct{}
+	mu     sync.Mutex
+	names  []string // namespaces made, in creation order
+}
+
+// New builds the VNet and its nodes, and starts cns on each. On error everything made so
+// far is removed.
+func New(opts Options) (v *VNet, err error) {
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
+		return nil, err
+	}
+	v = &VNet{opts: opts}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, v.Close())
+		}
+	}()
+	if v.NS, err = v.newNS("vnet"); err != nil {
+		return v, err
+	}
+	mc := mockarm.DefaultConfig()
+	mc.StatePath = filepath.Join(opts.WorkDir, "mockarm.json")
+	mc.Log = opts.Log.With("component", "mockarm")
+	mc.Fabric = &mockarm.NetnsFabric{NS: v.NS}
+	if opts.Mock != nil {
+		opts.Mock(&mc)
+	}
+	v.MockCfg, v.Gateway = mc, mockarm.Gateway(mc.Subnet)
+	if err := v.setupRouter(); err != nil {
+		return v, err
+	}
+	if v.Mock, err = mockarm.New(mc); err != nil {
+		return v, err
+	}
+	l, err := mockarm.ListenInNS(v.NS, net.JoinHostPort(v.Gateway.String(), "0"))
+	if err != nil {
+		return v, fmt.Errorf("listen on the gateway: %w", err)
+	}
+	v.ARMURL = "http://" + l.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel, v.served = cancel, make(chan struct{})
+	go func() { defer close(v.served); _ = v.Mock.Serve(ctx, l) }()
+	for i := range opts.Nodes {
+		n, err := v.addNode(i + 1)
+		if err != nil {
+			return v, fmt.Errorf("node %d: %w", i+1, err)
+		}
+		v.Nodes = append(v.Nodes, n)
+	}
+	return v, nil
+}
+
+func (v *VNet) newNS(tag string) (ns.NetNS, error) {
+	name := v.opts.Prefix + "-" + tag
+	n, err := newNamedNS(name)
+	if err != nil {
+		return nil, err
+	}
+	v.mu.Lock()
+	v.names = append(v.names, name)
+	v.mu.Unlock()
+	return n, nil
+}
+
+// setupRouter makes the vnet namespace a router that owns the gateway address.
+func (v *VNet) setupRouter() error {
+	return v.NS.Do(func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: v.Gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return fmt.Errorf("gateway address: %w", err)
+		}
+		return sysctl("net/ipv4/ip_forward", "1")
+	})
+}
+
+func sysctl(key, val string) error {
+	return os.WriteFile(filepath.Join("/proc/sys", key), []byte(val), 0o644)
+}
+
+// Close stops every cns, mockarm, and removes every namespace and the work directory's
+// sockets. It is safe to call more than once.
+func (v *VNet) Close() error {
+	var errs []error
+	for _, n := range v.Nodes {
+		errs = append(errs, n.StopCNS())
+	}
+	if v.cancel != nil {
+		v.cancel()
+		<-v.served
+		v.cancel = nil
+	}
+	if v.NS != nil {
+		v.NS.Close()
+	}
+	v.mu.Lock()
+	names := v.names
+	v.names = nil
+	v.mu.Unlock()
+	for i := len(names) - 1; i >= 0; i-- { // pods, then nodes, then the vnet
+		errs = append(errs, deleteNamedNS(names[i]))
+	}
+	return errors.Join(errs...)
+}
+
+// FabricRoutes returns the /32 routes of the vnet namespace: address → next hop.
+func (v *VNet) FabricRoutes() (map[netip.Addr]netip.Addr, error) {
+	out := map[netip.Addr]netip.Addr{}
+	err := v.NS.Do(func(ns.NetNS) error {
+		routes, err := netlink.RouteList(nil, netlink.FAMILY_V4)
+		if err != nil {
+			return err
+		}
+		for _, r := range routes {
+			if r.Dst == nil || r.Gw == nil {
+				continue
+			}
+			if ones, _ := r.Dst.Mask.Size(); ones != 32 {
+				continue
+			}
+			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
+			gw, _ := netip.AddrFromSlice(r.Gw.To4())
+			out[a] = gw
+		}
+		return nil
+	})
+	return out, err
+}
