@@ -23,7 +23,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test proto proto-check tools lint install clean
+.PHONY: all build run test proto proto-check tools lint install demo demo-down clean
 
 all: build
 
@@ -85,6 +85,13 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 # namespaces fail (not skip) when CI=true.
 test: build tools lint proto-check
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
+demo: build
+	bin/vnet-demo --bin bin --work $(RUN_DIR)/demo
+
+demo-down: build
+	bin/vnet-demo --down --work $(RUN_DIR)/demo
 
 # Install the plugin where kubelet/containerd look for it, its conflist, and the cns daemon.
 # DESTDIR stages into another root (packaging).

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -247,5 +248,19 @@ func waitPool(t *testing.T, n *vnet.Node, what string, cond func(*cnsv1.PoolCoun
 			t.Fatalf("%s: pool not %s: %v", n.Name, what, p.GetCounts())
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestDemoTellsTheCrossNodeStory(t *testing.T) {
+	nettest.RequireRoot(t)
+	var out strings.Builder
+	err := vnet.RunDemo(ctx(t), &out, vnet.DemoConfig{Prefix: vnet.TestPrefix("demo"), BinDir: binDir, WorkDir: t.TempDir()})
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"the client's own pod address: no NAT", "pool node1: 2 assigned", "pool node2: 2 assigned", "tearing down"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("demo output lacks %q:\n%s", want, out.String())
+		}
 	}
 }
