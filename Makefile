@@ -84,7 +84,9 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 # Unit and integration tests with the race detector. Tests that need root or network
 # namespaces fail (not skip) when CI=true.
 test: build tools lint proto-check
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
+	VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

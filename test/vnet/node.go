@@ -15,6 +15,7 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -201,11 +202,28 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pod{Node: n, Name: name, NS: podNS, ns: n.v.opts.Prefix + "-" + n.Name + "-" + name}
-	p.rt = &libcni.RuntimeConf{ContainerID: strings.ReplaceAll(p.ns, "-", ""), NetNS: podNS.Path(), IfName: "eth0",
-		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", name}}}
-	err = n.NS.Do(func(ns.NetNS) error {
-		res, err := n.cni.AddNetworkList(ctx, n.list, p.rt)
+	full := n.v.opts.Prefix + "-" + n.Name + "-" + name
+	p := &Pod{Node: n, Name: name, NS: podNS, ns: full}
+	if p.IP, err = n.Attach(ctx, strings.ReplaceAll(full, "-", ""), podNS, name); err != nil {
+		podNS.Close()
+		_ = deleteNamedNS(full)
+		return nil, fmt.Errorf("ADD %s on %s: %w", name, n.Name, err)
+	}
+	p.rt = n.runtimeConf(strings.ReplaceAll(full, "-", ""), podNS, name)
+	return p, nil
+}
+
+func (n *Node) runtimeConf(containerID string, podNS ns.NetNS, podName string) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: containerID, NetNS: podNS.Path(), IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", "default"}, {"K8S_POD_NAME", podName}}}
+}
+
+// Attach runs CNI ADD for a sandbox in an existing pod namespace, as a runtime does for
+// each new sandbox, and returns its address.
+func (n *Node) Attach(ctx context.Context, containerID string, podNS ns.NetNS, podName string) (netip.Addr, error) {
+	var ip netip.Addr
+	err := n.NS.Do(func(ns.NetNS) error {
+		res, err := n.cni.AddNetworkList(ctx, n.list, n.runtimeConf(containerID, podNS, podName))
 		if err != nil {
 			return err
 		}
@@ -213,16 +231,63 @@ func (n *Node) AddPod(ctx context.Context, name string) (*Pod, error) {
 		if err != nil || len(r.IPs) == 0 {
 			return fmt.Errorf("result %v: %w", res, err)
 		}
-		p.IP, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+		ip, _ = netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
 		return nil
 	})
-	if err != nil {
-		podNS.Close()
-		_ = deleteNamedNS(p.ns)
-		return nil, fmt.Errorf("ADD %s on %s: %w", name, n.Name, err)
-	}
-	return p, nil
+	return ip, err
 }
+
+// Detach runs CNI DEL for a sandbox.
+func (n *Node) Detach(ctx context.Context, containerID string, podNS ns.NetNS) error {
+	return n.NS.Do(func(ns.NetNS) error {
+		return n.cni.DelNetworkList(ctx, n.list, n.runtimeConf(containerID, podNS, ""))
+	})
+}
+
+// GC runs CNI GC with the given live sandboxes as the valid attachments.
+func (n *Node) GC(ctx context.Context, live []string) error {
+	args := &libcni.GCArgs{}
+	for _, id := range live {
+		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: "eth0"})
+	}
+	return n.NS.Do(func(ns.NetNS) error { return n.cni.GCNetworkList(ctx, n.list, args) })
+}
+
+// StartCNSIfStopped starts cns unless it runs.
+func (n *Node) StartCNSIfStopped() error {
+	if n.cmd != nil {
+		return nil
+	}
+	return n.StartCNS()
+}
+
+// KillCNS kills the node's cns with SIGKILL: no shutdown code runs.
+func (n *Node) KillCNS() {
+	if n.cmd == nil {
+		return
+	}
+	_ = n.cmd.Process.Kill()
+	_ = n.cmd.Wait()
+	n.cmd = nil
+}
+
+// HostVeths lists the node's host-side veths of vnet-cni.
+func (n *Node) HostVeths() ([]string, error) {
+	var out []string
+	err := n.NS.Do(func(ns.NetNS) error {
+		links, err := netlink.LinkList()
+		for _, l := range links {
+			if _, ok := l.(*netlink.Veth); ok && strings.HasPrefix(l.Attrs().Name, "vnet") {
+				out = append(out, l.Attrs().Name)
+			}
+		}
+		return err
+	})
+	return out, err
+}
+
+// NewPodNS makes an empty pod namespace owned by the VNet (removed by Close).
+func (n *Node) NewPodNS(tag string) (ns.NetNS, error) { return n.v.newNS(n.Name + "-" + tag) }
 
 // Delete runs CNI DEL for the pod and removes its namespace.
 func (p *Pod) Delete(ctx context.Context) error {

@@ -50,10 +50,11 @@ type VNet struct {
 	Gateway netip.Addr
 	Nodes   []*Node
 
-	cancel context.CancelFunc
-	served chan struct{}
-	mu     sync.Mutex
-	names  []string // namespaces made, in creation order
+	cancel  context.CancelFunc
+	served  chan struct{}
+	armAddr string
+	mu      sync.Mutex
+	names   []string // namespaces made, in creation order
 }
 
 // New builds the VNet and its nodes, and starts cns on each. On error everything made so
@@ -92,10 +93,9 @@ func New(opts Options) (v *VNet, err error) {
 	if err != nil {
 		return v, fmt.Errorf("listen on the gateway: %w", err)
 	}
-	v.ARMURL = "http://" + l.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	v.cancel, v.served = cancel, make(chan struct{})
-	go func() { defer close(v.served); _ = v.Mock.Serve(ctx, l) }()
+	v.armAddr = l.Addr().String()
+	v.ARMURL = "http://" + v.armAddr
+	v.serveMock(l)
 	for i := range opts.Nodes {
 		n, err := v.addNode(i + 1)
 		if err != nil {
@@ -104,6 +104,31 @@ func New(opts Options) (v *VNet, err error) {
 		v.Nodes = append(v.Nodes, n)
 	}
 	return v, nil
+}
+
+func (v *VNet) serveMock(l net.Listener) {
+	ctx, cancel := context.WithCancel(context.Background())
+	v.cancel, v.served = cancel, make(chan struct{})
+	m := v.Mock
+	go func() { defer close(v.served); _ = m.Serve(ctx, l) }()
+}
+
+// RestartMock stops mockarm abruptly and starts a new one from its state file on the same
+// address, as a crash and restart of the ARM front end would.
+func (v *VNet) RestartMock() error {
+	v.cancel()
+	<-v.served
+	m, err := mockarm.New(v.MockCfg)
+	if err != nil {
+		return err
+	}
+	l, err := mockarm.ListenInNS(v.NS, v.armAddr)
+	if err != nil {
+		return err
+	}
+	v.Mock = m
+	v.serveMock(l)
+	return nil
 }
 
 func (v *VNet) newNS(tag string) (ns.NetNS, error) {
