@@ -23,7 +23,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test proto proto-check tools lint install demo demo-down clean
+.PHONY: all build run test fuzz proto proto-check tools lint install demo demo-down clean
 
 all: build
 
@@ -83,7 +83,17 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 
 # Unit and integration tests with the race detector. Tests that need root or network
 # namespaces fail (not skip) when CI=true.
-test: build tools lint proto-check
+# Each fuzz target briefly (FUZZTIME each); the seed corpus lives in testdata/fuzz.
+FUZZTIME ?= 5s
+FUZZ_TARGETS := FuzzPoolInvariants:./ipampool FuzzRequestValidation:./cns FuzzGarbageCollectValidation:./cns \
+                FuzzParseConfig:./plugin FuzzK8sArgs:./plugin
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t%%:*} ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t%%:*}$$" -fuzztime $(FUZZTIME) $${t##*:} >/tmp/fuzz.$$$$.log 2>&1 || { cat /tmp/fuzz.$$$$.log; rm -f /tmp/fuzz.$$$$.log; exit 1; }; \
+	done; rm -f /tmp/fuzz.$$$$.log
+
+test: build tools lint proto-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
 	VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,6 +83,9 @@ func TestWarmPoolRequestReleaseAndTCPIsReadOnly(t *testing.T) {
 	fi, err := os.Stat(s.Socket)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket mode: %v %v, want 0600", fi.Mode(), err)
+	}
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != uint32(os.Geteuid()) {
+		t.Fatalf("socket owned by uid %d, want cns's own uid %d (root in production)", uid, os.Geteuid())
 	}
 }
 

@@ -53,20 +53,29 @@ func checkKey(containerID, ifname string) (ipampool.Key, error) {
 	return ipampool.Key{ContainerID: containerID, IfName: ifname}, nil
 }
 
-func (s *ipamService) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+// ownerOf validates a RequestIPs request and returns the owner it names.
+func ownerOf(req *cnsv1.RequestIPsRequest) (ipampool.Owner, error) {
 	k, err := checkKey(req.GetContainerId(), req.GetIfname())
 	if err != nil {
-		return nil, toStatus(err)
+		return ipampool.Owner{}, err
 	}
 	for _, f := range []struct {
 		name, v string
 		limit   int
 	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName}} {
 		if err := checkField(f.name, f.v, f.limit, false); err != nil {
-			return nil, toStatus(err)
+			return ipampool.Owner{}, err
 		}
 	}
-	g, err := s.m.RequestIP(ctx, ipampool.Owner{Key: k, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), Netns: req.GetNetns()})
+	return ipampool.Owner{Key: k, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), Netns: req.GetNetns()}, nil
+}
+
+func (s *ipamService) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+	o, err := ownerOf(req)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	g, err := s.m.RequestIP(ctx, o)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -97,14 +106,23 @@ func (s *ipamService) ReleaseIPs(_ context.Context, req *cnsv1.ReleaseIPsRequest
 	return &cnsv1.ReleaseIPsResponse{Released: released}, nil
 }
 
-func (s *ipamService) GarbageCollect(_ context.Context, req *cnsv1.GarbageCollectRequest) (*cnsv1.GarbageCollectResponse, error) {
+// validSet validates a GarbageCollect request and returns its attachments as a set.
+func validSet(req *cnsv1.GarbageCollectRequest) (map[ipampool.Key]bool, error) {
 	valid := make(map[ipampool.Key]bool, len(req.GetValidAttachments()))
 	for i, a := range req.GetValidAttachments() {
 		k, err := checkKey(a.GetContainerId(), a.GetIfname())
 		if err != nil {
-			return nil, toStatus(fmt.Errorf("valid_attachments[%d]: %w", i, err))
+			return nil, fmt.Errorf("valid_attachments[%d]: %w", i, err)
 		}
 		valid[k] = true
+	}
+	return valid, nil
+}
+
+func (s *ipamService) GarbageCollect(_ context.Context, req *cnsv1.GarbageCollectRequest) (*cnsv1.GarbageCollectResponse, error) {
+	valid, err := validSet(req)
+	if err != nil {
+		return nil, toStatus(err)
 	}
 	released, kept, err := s.m.GarbageCollect(valid)
 	if err != nil {

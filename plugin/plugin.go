@@ -46,6 +46,15 @@ type k8sArgs struct {
 	K8S_POD_NAME      types.UnmarshallableString //nolint:revive // CNI_ARGS key
 }
 
+// parseK8sArgs reads the pod's name and namespace from CNI_ARGS.
+func parseK8sArgs(s string) (k8sArgs, error) {
+	var ka k8sArgs
+	if err := types.LoadArgs(s, &ka); err != nil {
+		return ka, fmt.Errorf("%w: CNI_ARGS: %w", errEnv, err)
+	}
+	return ka, nil
+}
+
 // session is one handler's config and cns client.
 func (p *Plugin) session(args *skel.CmdArgs) (*Config, CNS, context.Context, func(), error) {
 	conf, err := parseConfig(args.StdinData)
@@ -67,9 +76,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	var ka k8sArgs
-	if err := types.LoadArgs(args.Args, &ka); err != nil {
-		return fmt.Errorf("%w: CNI_ARGS: %w", errEnv, err)
+	ka, err := parseK8sArgs(args.Args)
+	if err != nil {
+		return err
 	}
 	if args.Netns == "" {
 		return fmt.Errorf("%w: CNI_NETNS is required for ADD", errEnv)
