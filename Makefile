@@ -10,6 +10,7 @@ PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.8.9
 CNITOOL_VERSION            ?= v1.3.0
+CNI_PLUGINS_VERSION        ?= v1.9.1
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
 RUN_DIR  := $(CURDIR)/.run
@@ -23,7 +24,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz proto proto-check tools lint install demo demo-down clean
+.PHONY: all build run test fuzz bench proto proto-check tools lint install demo demo-down clean
 
 all: build
 
@@ -46,6 +47,14 @@ $(TOOLS)/.grpcurl-$(GRPCURL_VERSION):
 $(TOOLS)/.cnitool-$(CNITOOL_VERSION):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install github.com/containernetworking/cni/cnitool@$(CNITOOL_VERSION)
+	@touch $@
+
+# The reference plugins make bench compares against.
+REF_CNI := $(CURDIR)/.tools/cni
+$(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION):
+	@mkdir -p $(REF_CNI)
+	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/ptp@$(CNI_PLUGINS_VERSION)
+	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/ipam/host-local@$(CNI_PLUGINS_VERSION)
 	@touch $@
 
 tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
@@ -97,6 +106,10 @@ test: build tools lint proto-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
 	VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
+
+# Performance side by side with ptp + host-local (needs root); writes bench/results.json.
+bench: build $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
+	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

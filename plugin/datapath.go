@@ -280,3 +280,16 @@ func sweepHostVeths(keep map[string]bool) ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// BuildDatapath builds the transparent datapath for ip with no IPAM, from the node
+// namespace (the current one): the kernel floor that make bench compares ADD against.
+func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Addr, mtu int) error {
+	_, _, err := setupDatapath(hostNS, podNS, ifname, hostName,
+		podNet{IP: ip, MTU: mtu, Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}})
+	return err
+}
+
+// RemoveDatapath is the DEL side of BuildDatapath.
+func RemoveDatapath(netnsPath, ifname, hostName string) error {
+	return teardownDatapath(netnsPath, ifname, hostName)
+}

@@ -45,31 +45,34 @@ type Node struct {
 	pods int
 }
 
-func (v *VNet) addNode(i int) (*Node, error) {
+// addNode builds node i and starts its cns. The node joins v.Nodes before anything can fail,
+// so Close always stops what was started.
+func (v *VNet) addNode(i int) error {
 	n := &Node{v: v, Name: fmt.Sprintf("node%d", i), Dir: filepath.Join(v.opts.WorkDir, fmt.Sprintf("node%d", i))}
 	n.Socket, n.NIC = filepath.Join(n.Dir, "cns.sock"), n.Name+"-nic"
+	v.Nodes = append(v.Nodes, n)
 	if err := os.MkdirAll(n.Dir, 0o755); err != nil {
-		return nil, err
+		return err
 	}
 	var err error
 	if n.Primary, err = v.Mock.CreateNIC(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC, netip.Addr{}); err != nil {
-		return nil, err
+		return err
 	}
 	if n.NS, err = v.newNS(n.Name); err != nil {
-		return nil, err
+		return err
 	}
 	if err := n.wire(); err != nil {
-		return nil, err
+		return err
 	}
 	list := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vnet","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q,"requestTimeout":"30s"}]}`,
 		n.Socket, filepath.Join(n.Dir, "spool"))
 	if n.list, err = libcni.NetworkConfFromBytes([]byte(list)); err != nil {
-		return nil, err
+		return err
 	}
 	// An explicit exec: libcni fills a nil one in lazily, which races under concurrent ADDs.
 	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{v.opts.BinDir}, filepath.Join(n.Dir, "cni-cache"), exec)
-	return n, n.StartCNS()
+	return n.StartCNS()
 }
 
 // wire connects the node to the vnet router: eth0 in the node, <node> in the vnet.
@@ -158,6 +161,7 @@ func (n *Node) StartCNS() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	n.KillCNS()
 	log, _ := os.ReadFile(filepath.Join(n.Dir, "cns.log"))
 	return fmt.Errorf("cns on %s not ready within 20s; log:\n%s", n.Name, log)
 }
@@ -251,6 +255,14 @@ func (n *Node) GC(ctx context.Context, live []string) error {
 		args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: id, IfName: "eth0"})
 	}
 	return n.NS.Do(func(ns.NetNS) error { return n.cni.GCNetworkList(ctx, n.list, args) })
+}
+
+// PID is the process ID of the node's cns, 0 when stopped.
+func (n *Node) PID() int {
+	if n.cmd == nil {
+		return 0
+	}
+	return n.cmd.Process.Pid
 }
 
 // StartCNSIfStopped starts cns unless it runs.

@@ -63,6 +63,10 @@ func New(opts Options) (v *VNet, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	// Socket paths derive from it, and gRPC reads unix://relative/path as an authority.
+	if opts.WorkDir, err = filepath.Abs(opts.WorkDir); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -97,11 +101,9 @@ func New(opts Options) (v *VNet, err error) {
 	v.ARMURL = "http://" + v.armAddr
 	v.serveMock(l)
 	for i := range opts.Nodes {
-		n, err := v.addNode(i + 1)
-		if err != nil {
+		if err := v.addNode(i + 1); err != nil {
 			return v, fmt.Errorf("node %d: %w", i+1, err)
 		}
-		v.Nodes = append(v.Nodes, n)
 	}
 	return v, nil
 }

@@ -1,0 +1,31 @@
+// Command vnet-bench is `make bench`: it measures vnet-cni and cns against the reference
+// plugins on this machine, prints a table and writes results.json. It needs root.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/vnet-cni/vnet-cni/test/bench"
+)
+
+func main() {
+	var c bench.Config
+	flag.StringVar(&c.BinDir, "bin", "bin", "directory holding cns and vnet-cni")
+	flag.StringVar(&c.RefDir, "ref", ".tools/cni", "directory holding the reference ptp and host-local plugins")
+	flag.StringVar(&c.CNITool, "cnitool", ".tools/bin/cnitool", "cnitool binary")
+	flag.StringVar(&c.WorkDir, "work", ".run/bench", "scratch directory")
+	flag.StringVar(&c.Out, "out", "bench/results.json", "results file")
+	flag.IntVar(&c.Iterations, "iterations", 100, "ADD/DEL iterations per plugin")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if _, err := bench.Run(ctx, os.Stdout, c); err != nil {
+		fmt.Fprintln(os.Stderr, "vnet-bench:", err)
+		os.Exit(1)
+	}
+}

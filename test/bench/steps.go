@@ -1,0 +1,164 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/vnet-cni/vnet-cni/plugin"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+	"github.com/vnet-cni/vnet-cni/test/stack"
+)
+
+type mockarmConfig = mockarm.Config
+
+// pairs runs the same benchmark as `go test -bench RequestReleasePairs ./cns/`.
+func pairs(_ context.Context, _ Config, r *Results) error {
+	var failed bool
+	res := testing.Benchmark(func(b *testing.B) {
+		stack.BenchPairs(b)
+		failed = b.Failed()
+	})
+	if failed || res.N == 0 {
+		return fmt.Errorf("benchmark failed")
+	}
+	r.PairsPerS = float64(int(res.Extra["pairs/s"]))
+	return nil
+}
+
+// burst: 200 concurrent ADDs on a node whose pool sits at min free (8), with every NIC
+// write taking 1 s in mockarm.
+func burst(ctx context.Context, c Config, r *Results) error {
+	const pods, warm = 200, 8
+	v, err := newVNet(c, "burst", nil, time.Second)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	n := v.Nodes[0]
+	nss := make([]ns.NetNS, pods+warm)
+	for i := range nss {
+		if nss[i], err = n.NewPodNS(fmt.Sprint("b", i)); err != nil {
+			return err
+		}
+	}
+	for i := range warm { // take 8 of the initial 16: the pool is at min free
+		if _, err := n.Attach(ctx, fmt.Sprint("warm", i), nss[pods+i], "warm"); err != nil {
+			return err
+		}
+	}
+	if err := settle(ctx, n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAvailable() == warm && c.GetPending() == 0 }); err != nil {
+		return err
+	}
+	writes := v.Mock.Stats().Writes
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	start := time.Now()
+	for i := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := n.Attach(ctx, fmt.Sprint("burst", i), nss[i], "burst"); err != nil {
+				mu.Lock()
+				r.Burst.Failed++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	r.Burst = Burst{Pods: pods, Failed: r.Burst.Failed, Seconds: round(time.Since(start).Seconds()), NICWrites: v.Mock.Stats().Writes - writes}
+	return nil
+}
+
+func settle(ctx context.Context, pool cnsv1.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	var last *cnsv1.PoolCounts
+	for time.Now().Before(deadline) {
+		p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
+		if err == nil && cond(p.GetCounts()) {
+			return nil
+		}
+		last = p.GetCounts()
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("pool did not settle; last counts %v", last)
+}
+
+// memory: resident memory of an idle cns process holding 250 assigned addresses.
+func memory(ctx context.Context, c Config, r *Results) error {
+	v, err := newVNet(c, "mem", nil, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	n := v.Nodes[0]
+	for i := range 250 {
+		if _, err := n.IPAM.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: fmt.Sprint("m", i), Ifname: "eth0"}); err != nil {
+			return err
+		}
+	}
+	if err := settle(ctx, n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 250 && c.GetPending() == 0 }); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			r.CNSRSSMiB = round(float64(kb) / 1024)
+		}
+	}
+	return nil
+}
+
+// floor: the plugin's own datapath code, called in-process with a fixed address: what ADD
+// and DEL would cost with no process start, no config parsing and no IPAM.
+func floor(ctx context.Context, c Config, r *Results) error {
+	v, err := newVNet(c, "floor", nil, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	n := v.Nodes[0]
+	pod, err := n.NewPodNS("floor")
+	if err != nil {
+		return err
+	}
+	ip := netip.MustParseAddr("10.240.200.1")
+	host := plugin.HostVethName("floor", "eth0")
+	var adds, dels []float64
+	// Do's argument is the namespace the call came from; the node is n.NS.
+	err = n.NS.Do(func(ns.NetNS) error {
+		for i := range c.Iterations + 5 {
+			start := time.Now()
+			if err := plugin.BuildDatapath(n.NS, pod, "eth0", host, ip, 1500); err != nil {
+				return err
+			}
+			a := ms(time.Since(start))
+			start = time.Now()
+			if err := plugin.RemoveDatapath(pod.Path(), "eth0", host); err != nil {
+				return err
+			}
+			if i >= 5 {
+				adds, dels = append(adds, a), append(dels, ms(time.Since(start)))
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.FloorAddMs, r.FloorDelMs = quantile(adds, 0.5), quantile(dels, 0.5)
+	return nil
+}
