@@ -35,9 +35,9 @@ type Config struct {
 
 // Latency is a distribution summary in milliseconds.
 type Latency struct {
-	Ours  float64 `json:"ours"`
-	Ref   float64 `json:"ref"`
-	Ratio float64 `json:"ratio"`
+	Ours    float64 `json:"ours"`
+	Ref     float64 `json:"ref"`
+	Ratio   float64 `json:"ratio"`
 	OursP90 float64 `json:"ours_p90"`
 	RefP90  float64 `json:"ref_p90"`
 }
@@ -52,15 +52,15 @@ type Burst struct {
 
 // Results is results.json.
 type Results struct {
-	Machine     string  `json:"machine"`
-	AddMs       Latency `json:"add_ms"`
-	DelMs       Latency `json:"del_ms"`
-	PairsPerS   float64 `json:"pairs_per_s"`
-	Burst       Burst   `json:"burst"`
-	CNSRSSMiB   float64 `json:"cns_rss_mib"`
-	FloorAddMs  float64 `json:"floor_add_ms"`
-	FloorDelMs  float64 `json:"floor_del_ms"`
-	Iterations  int     `json:"iterations"`
+	Machine    string  `json:"machine"`
+	AddMs      Latency `json:"add_ms"`
+	DelMs      Latency `json:"del_ms"`
+	PairsPerS  float64 `json:"pairs_per_s"`
+	Burst      Burst   `json:"burst"`
+	CNSRSSMiB  float64 `json:"cns_rss_mib"`
+	FloorAddMs float64 `json:"floor_add_ms"`
+	FloorDelMs float64 `json:"floor_del_ms"`
+	Iterations int     `json:"iterations"`
 }
 
 // Run measures everything and writes the table to w.
