@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
 // proc is a daemon started from the built binaries, killed when the test ends.
@@ -75,19 +76,11 @@ func cnsClient(t *testing.T, socket, logPath string) (cnsv1.IPAMServiceClient, c
 	}
 	t.Cleanup(func() { conn.Close() })
 	ipam := cnsv1.NewIPAMServiceClient(conn)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := ipam.Status(ctx, &cnsv1.StatusRequest{})
-		cancel()
-		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
-			return ipam, cnsv1.NewPoolServiceClient(conn)
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := stack.WaitCNSReady(ipam, 20*time.Second); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("%v; its log:\n%s", err, b)
 	}
-	b, _ := os.ReadFile(logPath)
-	t.Fatalf("cns not ready within 20s; its log:\n%s", b)
-	return nil, nil
+	return ipam, cnsv1.NewPoolServiceClient(conn)
 }
 
 func TestKill9KeepsAllocationsAndCooldowns(t *testing.T) {

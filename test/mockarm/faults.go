@@ -90,8 +90,17 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 	op := opOf(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.consumeLocked(func(f *Fault) bool { return !f.FailLRO && (f.Op == op || f.Op == "any") })
+}
+
+func (s *Server) takeLROFault() *Fault {
+	return s.consumeLocked(func(f *Fault) bool { return f.FailLRO })
+}
+
+// consumeLocked uses up one count of the first fault match selects and returns a copy.
+func (s *Server) consumeLocked(match func(*Fault) bool) *Fault {
 	for i, f := range s.faults {
-		if f.FailLRO || (f.Op != op && f.Op != "any") {
+		if !match(f) {
 			continue
 		}
 		c := *f
@@ -100,20 +109,6 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 		}
 		s.stats.Faults++
 		return &c
-	}
-	return nil
-}
-
-func (s *Server) takeLROFault() *Fault {
-	for i, f := range s.faults {
-		if f.FailLRO {
-			c := *f
-			if f.Count--; f.Count == 0 {
-				s.faults = append(s.faults[:i], s.faults[i+1:]...)
-			}
-			s.stats.Faults++
-			return &c
-		}
 	}
 	return nil
 }

@@ -161,17 +161,24 @@ func (s *Stack) StartCNS() {
 // WaitReady polls Status until cns has read the NIC and opened the pool, failing after 20 s.
 func (s *Stack) WaitReady() {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	if err := WaitCNSReady(s.IPAM, 20*time.Second); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// WaitCNSReady polls a cns's Status until it has read the NIC (no longer STARTING).
+func WaitCNSReady(ipam cnsv1.IPAMServiceClient, within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		st, err := s.IPAM.Status(ctx, &cnsv1.StatusRequest{})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := ipam.Status(ctx, &cnsv1.StatusRequest{})
 		cancel()
 		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
-			return
+			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.t.Fatal("cns did not become ready within 20s")
+	return fmt.Errorf("cns not ready within %s", within)
 }
 
 // StopCNS stops cns gracefully and closes its store.

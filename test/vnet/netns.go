@@ -51,28 +51,21 @@ func deleteNamedNS(name string) error {
 // SweepStale removes namespaces left by runs that died without cleaning up: names
 // "vt<pid>-…" whose pid no longer runs.
 func SweepStale() error {
-	entries, err := os.ReadDir(netnsDir)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, e := range entries {
-		rest, ok := strings.CutPrefix(e.Name(), "vt")
+	return sweep(func(name string) bool {
+		rest, ok := strings.CutPrefix(name, "vt")
 		pidStr, _, ok2 := strings.Cut(rest, "-")
 		pid, err := strconv.Atoi(pidStr)
-		if !ok || !ok2 || err != nil || processAlive(pid) {
-			continue
-		}
-		errs = append(errs, deleteNamedNS(e.Name()))
-	}
-	return errors.Join(errs...)
+		return ok && ok2 && err == nil && !processAlive(pid)
+	})
 }
 
 // SweepPrefix removes every namespace whose name starts with prefix (make demo-down).
 func SweepPrefix(prefix string) error {
+	return sweep(func(name string) bool { return strings.HasPrefix(name, prefix) })
+}
+
+// sweep deletes the named namespaces that doomed selects.
+func sweep(doomed func(name string) bool) error {
 	entries, err := os.ReadDir(netnsDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -82,7 +75,7 @@ func SweepPrefix(prefix string) error {
 	}
 	var errs []error
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), prefix) {
+		if doomed(e.Name()) {
 			errs = append(errs, deleteNamedNS(e.Name()))
 		}
 	}

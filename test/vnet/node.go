@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
 // Node is one emulated VM: a namespace with its primary address on eth0 and a cns process.
@@ -151,15 +152,8 @@ func (n *Node) StartCNS() error {
 		}
 		n.IPAM, n.Pool = cnsv1.NewIPAMServiceClient(n.conn), cnsv1.NewPoolServiceClient(n.conn)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		st, err := n.IPAM.Status(ctx, &cnsv1.StatusRequest{})
-		cancel()
-		if err == nil && st.GetReason() != cnsv1.NotReadyReason_NOT_READY_REASON_STARTING {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
+	if stack.WaitCNSReady(n.IPAM, 20*time.Second) == nil {
+		return nil
 	}
 	n.KillCNS()
 	log, _ := os.ReadFile(filepath.Join(n.Dir, "cns.log"))
