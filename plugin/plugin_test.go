@@ -19,8 +19,10 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 	"github.com/vishvananda/netlink"
 
+	"github.com/vnet-cni/vnet-cni/cns"
 	"github.com/vnet-cni/vnet-cni/plugin"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/nettest"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
@@ -36,9 +38,11 @@ type node struct {
 	spool string
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t *testing.T) *node { return newNodeWith(t, stack.Options{}) }
+
+func newNodeWith(t *testing.T, o stack.Options) *node {
 	nettest.RequireRoot(t)
-	s := stack.Start(t, stack.Options{})
+	s := stack.Start(t, o)
 	n := &node{t: t, ns: nettest.NewNS(t), stack: s, p: plugin.New(), addr: netip.MustParseAddr("10.240.0.4"),
 		spool: filepath.Join(s.Dir, "spool")}
 	n.conf = n.confWith("")
@@ -340,5 +344,52 @@ func TestDelWhileCNSDownIsSpooledAndReplayed(t *testing.T) {
 	}
 	if files, _ := os.ReadDir(n.spool); len(files) != 0 {
 		t.Fatalf("spool not emptied: %d files", len(files))
+	}
+}
+
+func TestAddDuringCloudOutageSaysTryAgainLater(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		outage func(*stack.Stack)
+		end    func(*stack.Stack)
+	}{
+		{"mockarm down", (*stack.Stack).MockDown, (*stack.Stack).MockUp},
+		{"responses slower than the cloud deadline",
+			func(s *stack.Stack) { s.Mock.Inject(mockarm.Fault{Op: "any", Delay: mockarm.Duration(3 * time.Second), Count: 1000}) },
+			func(s *stack.Stack) { s.Mock.ClearFaults() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newNodeWith(t, stack.Options{Config: func(c *cns.Config) {
+				c.Pool.RequestWait, c.Pool.CloudTimeout = time.Second, time.Second
+				c.Pool.Limits.BatchSize, c.Pool.Limits.MinFree, c.Pool.Limits.MaxFree = 2, 1, 4
+			}})
+			p := n.stack.WaitFor("warm", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 1 })
+			tc.outage(n.stack)
+			for i := range int(p.GetCounts().GetAvailable()) { // the warm pool still serves
+				if _, err := n.stack.Request(n.stack.Ctx(), fmt.Sprint("warm-", i)); err != nil {
+					t.Fatalf("warm address during the outage: %v", err)
+				}
+			}
+			pod := nettest.NewNS(t)
+			_, err := n.add("starved", pod)
+			if cniCode(err) != types.ErrTryAgainLater || !strings.Contains(err.Error(), "cloud API") {
+				t.Fatalf("ADD on an empty pool during the outage: %v (code %d), want code 11 naming the cloud", err, cniCode(err))
+			}
+			if got := n.allocations(); len(got) != int(p.GetCounts().GetAvailable()) {
+				t.Fatalf("failed ADD left an allocation: %v", got)
+			}
+			st := func() error { a := n.args("", nil, n.conf); return n.p.Funcs().Status(a) }
+			if err := st(); cniCode(err) != types.ErrPluginNotAvailable {
+				t.Fatalf("STATUS during the outage: %v, want 50", err)
+			}
+			tc.end(n.stack)
+			n.stack.WaitFor("recovered", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 1 })
+			if _, err := n.add("starved", pod); err != nil {
+				t.Fatalf("ADD after the outage: %v", err)
+			}
+			if err := st(); err != nil {
+				t.Fatalf("STATUS after the outage: %v", err)
+			}
+		})
 	}
 }

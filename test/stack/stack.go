@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
@@ -253,3 +254,18 @@ func (s *Stack) Request(ctx context.Context, id string) (netip.Addr, error) {
 	}
 	return p.Addr(), nil
 }
+
+// MockDown makes mockarm unreachable: every connection is closed without an answer, as
+// when the ARM front end is down. MockUp brings it back.
+func (s *Stack) MockDown() {
+	s.mockSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				c.Close()
+			}
+		}
+	})
+}
+
+// MockUp undoes MockDown.
+func (s *Stack) MockUp() { s.mockSrv.Config.Handler = s.Mock }
