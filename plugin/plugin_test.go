@@ -355,7 +355,9 @@ func TestAddDuringCloudOutageSaysTryAgainLater(t *testing.T) {
 	}{
 		{"mockarm down", (*stack.Stack).MockDown, (*stack.Stack).MockUp},
 		{"responses slower than the cloud deadline",
-			func(s *stack.Stack) { s.Mock.Inject(mockarm.Fault{Op: "any", Delay: mockarm.Duration(3 * time.Second), Count: 1000}) },
+			func(s *stack.Stack) {
+				s.Mock.Inject(mockarm.Fault{Op: "any", Delay: mockarm.Duration(3 * time.Second), Count: 1000})
+			},
 			func(s *stack.Stack) { s.Mock.ClearFaults() }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
