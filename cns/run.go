@@ -45,8 +45,19 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer st.Close()
 	if movedAside != "" {
-		log.Error("STATE REBUILT: the state file was unreadable; allocations are rebuilt from the NIC (as Available) and pods must be re-checked",
-			"movedTo", movedAside)
+		allocs, err := recoverFromDatapath(time.Now())
+		if err != nil {
+			st.Close()
+			return fmt.Errorf("state file lost and the datapath unreadable: %w", err)
+		}
+		for _, a := range allocs {
+			if err := st.PutAllocation(a); err != nil {
+				st.Close()
+				return fmt.Errorf("record recovered allocation %s: %w", a.Addr, err)
+			}
+		}
+		log.Error("STATE REBUILT: the state file was unreadable and was moved aside; allocations were rebuilt from the node's datapath, "+
+			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", len(allocs))
 	}
 	return Serve(ctx, cfg, nic, st, log)
 }

@@ -6,19 +6,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/vnet-cni/vnet-cni/ipampool"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
-
-// SpoolRecord is a release the plugin could not deliver because cns was unreachable. The
-// plugin writes one file per key into the spool directory; cns replays and deletes them.
-// The format is shared with package plugin, which must not import cns (it stays light).
-type SpoolRecord struct {
-	ContainerID string    `json:"containerID"`
-	IfName      string    `json:"ifname"`
-	At          time.Time `json:"at"`
-}
 
 // replaySpool releases every spooled key whose allocation is older than the record (a newer
 // allocation belongs to a later ADD of the same key and must be kept), then removes the file.
@@ -39,7 +30,7 @@ func (m *Manager) replaySpool(dir string) {
 		}
 		path := filepath.Join(dir, f.Name())
 		b, err := os.ReadFile(path)
-		var r SpoolRecord
+		var r cnsv1.SpoolRecord
 		if err == nil {
 			err = json.Unmarshal(b, &r)
 		}

@@ -15,6 +15,8 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
 // podGateway is the link-local next hop every pod routes through. It is not on any link: the
@@ -66,7 +68,7 @@ func interfaceExists(podNS ns.NetNS, ifname string) (bool, error) {
 
 // setupDatapath builds both sides. It runs in the node namespace (hostNS is the current
 // one). On error, the caller tears down: deleting the host veth removes everything.
-func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, p podNet) (hostIf, contIf net.Interface, err error) {
+func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName, alias string, p podNet) (hostIf, contIf net.Interface, err error) {
 	err = podNS.Do(func(ns.NetNS) error {
 		// Created from inside the pod with its peer placed straight into the node
 		// namespace: one netlink call, no move.
@@ -82,6 +84,11 @@ func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, p podNet) (h
 	link, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return hostIf, contIf, fmt.Errorf("find host veth %s: %w", hostName, err)
+	}
+	if alias != "" {
+		if err := netlink.LinkSetAlias(link, alias); err != nil {
+			return hostIf, contIf, fmt.Errorf("label host veth %s: %w", hostName, err)
+		}
 	}
 	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet32(p.IP), Scope: netlink.SCOPE_LINK}); err != nil {
 		return hostIf, contIf, fmt.Errorf("route %s/32 dev %s: %w", p.IP, hostName, err)
@@ -284,7 +291,7 @@ func sweepHostVeths(keep map[string]bool) ([]string, error) {
 // BuildDatapath builds the transparent datapath for ip with no IPAM, from the node
 // namespace (the current one): the kernel floor that make bench compares ADD against.
 func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Addr, mtu int) error {
-	_, _, err := setupDatapath(hostNS, podNS, ifname, hostName,
+	_, _, err := setupDatapath(hostNS, podNS, ifname, hostName, cnsv1.HostVethAliasPrefix+"floor/"+ifname,
 		podNet{IP: ip, MTU: mtu, Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}})
 	return err
 }

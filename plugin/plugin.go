@@ -126,7 +126,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, pn)
+	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, cnsv1.HostVethAliasPrefix+args.ContainerID+"/"+args.IfName, pn)
 	if err != nil {
 		return err
 	}

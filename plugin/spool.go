@@ -8,15 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-)
 
-// spoolRecord is the file format cns's replay reads (cns.SpoolRecord); the plugin does not
-// import cns to stay light, so the two are kept in step by TestSpoolFormatMatchesCNS.
-type spoolRecord struct {
-	ContainerID string    `json:"containerID"`
-	IfName      string    `json:"ifname"`
-	At          time.Time `json:"at"`
-}
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
 
 // spoolRelease durably records a release cns could not take: written to a temporary file,
 // synced, then renamed, so cns never reads half a record.
@@ -24,7 +18,7 @@ func spoolRelease(dir, containerID, ifname string, now time.Time) (string, error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create release spool: %w", err)
 	}
-	b, err := json.Marshal(spoolRecord{ContainerID: containerID, IfName: ifname, At: now.UTC()})
+	b, err := json.Marshal(cnsv1.SpoolRecord{ContainerID: containerID, IfName: ifname, At: now.UTC()})
 	if err != nil {
 		return "", err
 	}

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,6 +49,7 @@ type Stack struct {
 	IPAM     cnsv1.IPAMServiceClient
 	Pool     cnsv1.PoolServiceClient
 	mockSrv  *httptest.Server
+	handler  atomic.Pointer[http.Handler] // what mockSrv serves; swapped while serving
 	cancel   context.CancelFunc
 	done     chan error
 	st       *store.Store
@@ -121,13 +123,16 @@ func (s *Stack) startMock() {
 		s.t.Fatal(err)
 	}
 	s.Mock = m
+	s.serve(m)
 	if s.mockSrv == nil {
-		s.mockSrv = httptest.NewServer(m)
+		s.mockSrv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			(*s.handler.Load()).ServeHTTP(w, r)
+		}))
 		s.MockURL = s.mockSrv.URL
-		return
 	}
-	s.mockSrv.Config.Handler = m
 }
+
+func (s *Stack) serve(h http.Handler) { s.handler.Store(&h) }
 
 // RestartMock replaces mockarm with a new one loaded from its state file, as a process
 // restart would; cns keeps the same endpoint.
@@ -258,14 +263,14 @@ func (s *Stack) Request(ctx context.Context, id string) (netip.Addr, error) {
 // MockDown makes mockarm unreachable: every connection is closed without an answer, as
 // when the ARM front end is down. MockUp brings it back.
 func (s *Stack) MockDown() {
-	s.mockSrv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	s.serve(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if hj, ok := w.(http.Hijacker); ok {
 			if c, _, err := hj.Hijack(); err == nil {
 				c.Close()
 			}
 		}
-	})
+	}))
 }
 
 // MockUp undoes MockDown.
-func (s *Stack) MockUp() { s.mockSrv.Config.Handler = s.Mock }
+func (s *Stack) MockUp() { s.serve(s.Mock) }
