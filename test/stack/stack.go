@@ -34,6 +34,8 @@ type Options struct {
 	Mock   func(*mockarm.Config) // adjust mockarm before it starts
 	Config func(*cns.Config)     // adjust cns before it starts
 	Dir    string                // state directory; default t.TempDir()
+	// WrapStore, if set, stands between cns and its store (fault injection).
+	WrapStore func(*store.Store) cns.Store
 }
 
 // Stack is a running mockarm + cns.
@@ -54,6 +56,7 @@ type Stack struct {
 	done     chan error
 	st       *store.Store
 	mockConf mockarm.Config
+	wrap     func(*store.Store) cns.Store
 }
 
 // Quiet is a logger for tests: warnings and errors only, to the test log.
@@ -84,7 +87,7 @@ func Start(t testing.TB, o Options) *Stack {
 	if o.Mock != nil {
 		o.Mock(&mc)
 	}
-	s := &Stack{t: t, Dir: dir, mockConf: mc}
+	s := &Stack{t: t, Dir: dir, mockConf: mc, wrap: o.WrapStore}
 	s.startMock()
 
 	cfg := cns.DefaultConfig()
@@ -155,7 +158,11 @@ func (s *Stack) StartCNS() {
 	s.st = st
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel, s.done = cancel, make(chan error, 1)
-	go func() { s.done <- cns.Serve(ctx, s.Cfg, nic, st, Quiet(s.t)) }()
+	var cst cns.Store = st
+	if s.wrap != nil {
+		cst = s.wrap(st)
+	}
+	go func() { s.done <- cns.Serve(ctx, s.Cfg, nic, cst, Quiet(s.t)) }()
 	conn, err := grpc.NewClient("unix://"+s.Socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		s.t.Fatal(err)
