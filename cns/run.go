@@ -128,7 +128,7 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		select {
 		case <-m.Ready():
 			hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
-			log.Info("pool ready", "pool", m.Snapshot().GetCounts())
+			log.Info("pool open to requests: NIC read and reconciled")
 		case <-loopCtx.Done():
 		}
 	}()

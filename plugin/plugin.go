@@ -55,18 +55,14 @@ func parseK8sArgs(s string) (k8sArgs, error) {
 	return ka, nil
 }
 
-// session is one handler's config and cns client.
-func (p *Plugin) session(args *skel.CmdArgs) (*Config, CNS, context.Context, func(), error) {
-	conf, err := parseConfig(args.StdinData)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
+// session dials cns for one handler call and bounds it with the configured timeout.
+func (p *Plugin) session(conf *Config) (CNS, context.Context, func(), error) {
 	client, err := p.Dial(conf)
 	if err != nil {
-		return conf, nil, nil, nil, err
+		return nil, nil, nil, err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), conf.RequestTimeout.Duration)
-	return conf, client, ctx, func() { cancel(); client.Close() }, nil
+	return client, ctx, func() { cancel(); client.Close() }, nil
 }
 
 // Add asks cns for the pod's address and builds the datapath. Any failure after the grant
@@ -100,7 +96,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	defer hostNS.Close()
 
-	_, client, ctx, done, err := p.session(args)
+	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return err
 	}
@@ -252,7 +248,7 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 	if err := checkDatapath(podNS, args.IfName, HostVethName(args.ContainerID, args.IfName), addr); err != nil {
 		return err
 	}
-	_, client, ctx, done, err := p.session(args)
+	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return err
 	}
@@ -306,7 +302,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		valid = append(valid, &cnsv1.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
 	}
 	_, sweepErr := sweepHostVeths(keep)
-	_, client, ctx, done, err := p.session(args)
+	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return errors.Join(err, sweepErr)
 	}
@@ -317,7 +313,11 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 
 // Status reports whether pods can be added: CNI 50 when cns is down or out of addresses.
 func (p *Plugin) Status(args *skel.CmdArgs) error {
-	_, client, ctx, done, err := p.session(args)
+	conf, err := parseConfig(args.StdinData)
+	if err != nil {
+		return err
+	}
+	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return err
 	}
