@@ -118,14 +118,7 @@ func (n *node) check(cid string, pod ns.NetNS, prev *current.Result) error {
 	})
 }
 
-func (n *node) allocations() []*cnsv1.Allocation {
-	n.t.Helper()
-	r, err := n.stack.Pool.ListAllocations(n.stack.Ctx(), &cnsv1.ListAllocationsRequest{})
-	if err != nil {
-		n.t.Fatal(err)
-	}
-	return r.GetAllocations()
-}
+func (n *node) allocations() []*cnsv1.Allocation { return n.stack.Allocations() }
 
 func linkExists(n ns.NetNS, name string) bool {
 	found := false

@@ -62,14 +62,7 @@ func (e *env) cnitool(args ...string) (string, error) {
 	return out.String(), err
 }
 
-func (e *env) allocations() []*cnsv1.Allocation {
-	e.t.Helper()
-	r, err := e.s.Pool.ListAllocations(e.s.Ctx(), &cnsv1.ListAllocationsRequest{})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return r.GetAllocations()
-}
+func (e *env) allocations() []*cnsv1.Allocation { return e.s.Allocations() }
 
 func hostVeths(n ns.NetNS) []string {
 	var names []string

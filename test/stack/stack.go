@@ -281,3 +281,13 @@ func (s *Stack) MockDown() {
 
 // MockUp undoes MockDown.
 func (s *Stack) MockUp() { s.serve(s.Mock) }
+
+// Allocations lists cns's allocations, failing the test on error.
+func (s *Stack) Allocations() []*cnsv1.Allocation {
+	s.t.Helper()
+	r, err := s.Pool.ListAllocations(s.Ctx(), &cnsv1.ListAllocationsRequest{})
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return r.GetAllocations()
+}
