@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -62,7 +63,7 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("create state directory: %w", err)
 	}
-	db, err := openDB(path)
+	db, err := openChecked(path)
 	if err != nil && isCorrupt(err) {
 		movedAside = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
 		log.Error("state file unreadable, moving it aside and rebuilding from the NIC",
@@ -70,7 +71,7 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 		if rerr := os.Rename(path, movedAside); rerr != nil {
 			return nil, "", fmt.Errorf("move corrupt state %s aside: %w (open: %w)", path, rerr, err)
 		}
-		db, err = openDB(path)
+		db, err = openChecked(path)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
@@ -81,9 +82,9 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 }
 
 func openDB(path string) (*bolt.DB, error) {
-	// The freelist is rebuilt on open instead of written on every commit: less to fsync per
-	// group, same durability of the data.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
+	// The freelist stays synced: without it bbolt rebuilds the freelist at open on a goroutine
+	// of its own, where a damaged page panics beyond any recover (see openChecked).
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		return nil, err
 	}
@@ -106,15 +107,47 @@ func openDB(path string) (*bolt.DB, error) {
 	return db, nil
 }
 
-// isCorrupt tells a damaged file from an operational failure (lock held, permissions), which
-// must not cause the state to be discarded.
+// errCorrupt marks a file whose pages are damaged (bbolt faulted or its check failed).
+var errCorrupt = errors.New("state file is corrupt")
+
+// openChecked opens the file and reads every page before it is trusted. bbolt reads its
+// file through mmap: a torn file whose meta pages survive faults (SIGBUS) when a cut-off
+// page is touched, which would kill the process on every start. On a dedicated goroutine
+// with SetPanicOnFault that fault is a panic, recovered here as corruption.
+func openChecked(path string) (db *bolt.DB, err error) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		debug.SetPanicOnFault(true) // this goroutine only
+		defer func() {
+			if r := recover(); r != nil {
+				err = fmt.Errorf("%w: %v", errCorrupt, r) // a half-opened db is abandoned, not closed
+			}
+		}()
+		if db, err = openDB(path); err != nil {
+			return
+		}
+		// Touch every page on this goroutine: bbolt's own tx.Check runs on another one,
+		// where a fault or a failed page assertion cannot be recovered.
+		err = db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				return b.ForEach(func(_, _ []byte) error { return nil })
+			})
+		})
+		if err != nil {
+			db.Close()
+			db = nil
+		}
+	}()
+	<-done
+	return db, err
+}
+
+// isCorrupt tells a damaged file from an operational failure (lock held, permissions, I/O),
+// which must never cause the state to be discarded.
 func isCorrupt(err error) bool {
-	if errors.Is(err, berrors.ErrTimeout) || errors.Is(err, os.ErrPermission) {
-		return false
-	}
-	return errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) ||
-		errors.Is(err, berrors.ErrVersionMismatch) || strings.Contains(err.Error(), "file size too small") ||
-		strings.Contains(err.Error(), "invalid")
+	return errors.Is(err, errCorrupt) || errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) ||
+		errors.Is(err, berrors.ErrVersionMismatch) || strings.HasPrefix(err.Error(), "file size too small")
 }
 
 // Close stops the committer after queued commits finish and closes the file.
