@@ -231,6 +231,10 @@ func (m *Manager) applyNICLocked(nic cloud.NIC, now time.Time) []netip.Addr {
 	for _, a := range r.Found {
 		m.log.Info("missing address is back on the NIC", "addr", a)
 	}
+	if r.Changed() {
+		m.publishLocked(eventReconcile, netip.Addr{}, fmt.Sprintf("NIC differed from the pool: adopted %d, dropped %d, missing %d, found %d",
+			len(r.Adopted), len(r.Dropped), len(r.Missing), len(r.Found)))
+	}
 	return r.Dropped
 }
 

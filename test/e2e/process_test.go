@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -193,6 +194,12 @@ func TestSIGTERMDuringCloudWriteLosesNothing(t *testing.T) {
 		t.Fatalf("cns exit after SIGTERM: %v\n%s", err, b)
 	}
 	cns.cmd = nil
+	// cns let the write finish before exiting: the scale-up is in its log, after the signal.
+	logText, _ := os.ReadFile(cns.log)
+	stop := strings.Index(string(logText), "cns shutting down")
+	if stop < 0 || !strings.Contains(string(logText)[stop:], "scaled up") {
+		t.Fatalf("cns exited without finishing its in-flight NIC write; log:\n%s", logText)
+	}
 	cns.start()
 	_, pool = cnsClient(t, socket, cns.log)
 	p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{})

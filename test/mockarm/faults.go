@@ -1,6 +1,7 @@
 package mockarm
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -186,7 +187,7 @@ func (s *Server) adminRoutes() {
 			http.Error(w, fmt.Sprintf("want {name, primary?, subscription?, resourceGroup?}: %v", err), http.StatusBadRequest)
 			return
 		}
-		p, err := s.CreateNIC(cmpOr(req.Subscription, s.cfg.Subscription), cmpOr(req.ResourceGroup, s.cfg.ResourceGroup), req.Name, req.Primary)
+		p, err := s.CreateNIC(cmp.Or(req.Subscription, s.cfg.Subscription), cmp.Or(req.ResourceGroup, s.cfg.ResourceGroup), req.Name, req.Primary)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -1,6 +1,7 @@
 package mockarm
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -159,7 +160,7 @@ func (s *Server) arm(h handler) http.HandlerFunc {
 				}
 			}
 			if f.Status != 0 {
-				writeErr(w, &apiError{f.Status, cmpOr(f.Code, http.StatusText(f.Status)), "injected fault", f.RetryAfter})
+				writeErr(w, &apiError{f.Status, cmp.Or(f.Code, http.StatusText(f.Status)), "injected fault", f.RetryAfter})
 				return
 			}
 		}
@@ -180,13 +181,6 @@ func (s *Server) arm(h handler) http.HandlerFunc {
 		w.WriteHeader(status)
 		_ = json.NewEncoder(w).Encode(body)
 	}
-}
-
-func cmpOr(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 func writeErr(w http.ResponseWriter, e *apiError) {

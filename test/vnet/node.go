@@ -43,7 +43,6 @@ type Node struct {
 	Pool cnsv1.PoolServiceClient
 	list *libcni.NetworkConfigList
 	cni  *libcni.CNIConfig
-	pods int
 }
 
 // addNode builds node i and starts its cns. The node joins v.Nodes before anything can fail,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -228,9 +229,31 @@ func TestTwoNodesThirtyPodsScaleUpAndDown(t *testing.T) {
 	if len(routes) != onNICs {
 		t.Fatalf("%d fabric routes for %d NIC addresses: released addresses kept their routes", len(routes), onNICs)
 	}
+	gone := 0
+	for _, a := range released {
+		if !onAnyNIC(v, a) {
+			gone++
+			if gw, ok := routes[a]; ok {
+				t.Fatalf("released %s left every NIC but still routes via %s", a, gw)
+			}
+		}
+	}
+	if gone == 0 {
+		t.Fatal("scale-down removed none of the 50 released addresses from the NICs")
+	}
 	if err := nettest.Ping(pods[0][29].NS, pods[1][29].IP, 3*time.Second); err != nil {
 		t.Fatalf("cross-node after scale-down: %v", err)
 	}
+}
+
+func onAnyNIC(v *vnet.VNet, a netip.Addr) bool {
+	for _, n := range v.Nodes {
+		addrs, _ := v.Mock.NICAddrs(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC)
+		if slices.Contains(addrs, a) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitPool polls a node's pool until cond holds, failing after 30 s.

@@ -1,6 +1,7 @@
 package azure
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -35,17 +36,14 @@ const (
 
 // Config selects the NIC and how to reach ARM.
 type Config struct {
-	Endpoint       string // ARM endpoint; empty is Azure public cloud
-	Subscription   string
-	ResourceGroup  string
-	NIC            string
-	Auth           string // AuthManagedIdentity, AuthDefault or AuthStatic
-	ClientID       string // user-assigned managed identity, optional
-	StaticToken    string
-	PollMaxDelay   time.Duration // longest wait between LRO polls; default 5 s
-	HTTPTransport  policy.Transporter
-	MaxRetryDelay  time.Duration // azcore's own retry cap; default 2 s
-	APIMaxAttempts int32         // azcore retries per call; default 2
+	Endpoint      string // ARM endpoint; empty is Azure public cloud
+	Subscription  string
+	ResourceGroup string
+	NIC           string
+	Auth          string // AuthManagedIdentity, AuthDefault or AuthStatic
+	ClientID      string // user-assigned managed identity, optional
+	StaticToken   string
+	PollMaxDelay  time.Duration // longest wait between LRO polls; default 5 s
 }
 
 // Client reads and writes one NIC. It is safe for concurrent use, but cns makes one write
@@ -70,9 +68,10 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	opts := &arm.ClientOptions{DisableRPRegistration: true}
-	opts.Retry = policy.RetryOptions{MaxRetries: max(cfg.APIMaxAttempts, 2), RetryDelay: 200 * time.Millisecond,
-		MaxRetryDelay: cmpOr(cfg.MaxRetryDelay, 2*time.Second), TryTimeout: 30 * time.Second}
-	opts.Transport = cfg.HTTPTransport
+	// azcore retries quick failures itself; a Retry-After beyond 2 s makes it return at once,
+	// leaving the wait to cns's own jittered backoff, which never blocks a request.
+	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
+		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
 	opts.Telemetry.ApplicationID = "vnet-cni-cns"
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
@@ -97,15 +96,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("subnets client: %w", err)
 	}
 	return &Client{nics: nics, subnets: subnets, rg: cfg.ResourceGroup, nic: cfg.NIC,
-		pollMax: cmpOr(cfg.PollMaxDelay, 5*time.Second), subnetP: map[string]netip.Prefix{}}, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
+		pollMax: cmp.Or(cfg.PollMaxDelay, 5*time.Second), subnetP: map[string]netip.Prefix{}}, nil
 }
 
 func credential(cfg Config) (azcore.TokenCredential, error) {
