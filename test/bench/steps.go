@@ -56,7 +56,7 @@ func burst(ctx context.Context, c Config, r *Results) error {
 			return err
 		}
 	}
-	if err := settle(ctx, n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAvailable() == warm && c.GetPending() == 0 }); err != nil {
+	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAvailable() == warm && c.GetPending() == 0 }); err != nil {
 		return err
 	}
 	writes := v.Mock.Stats().Writes
@@ -79,18 +79,9 @@ func burst(ctx context.Context, c Config, r *Results) error {
 	return nil
 }
 
-func settle(ctx context.Context, pool cnsv1.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
-	deadline := time.Now().Add(30 * time.Second)
-	var last *cnsv1.PoolCounts
-	for time.Now().Before(deadline) {
-		p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
-		if err == nil && cond(p.GetCounts()) {
-			return nil
-		}
-		last = p.GetCounts()
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("pool did not settle; last counts %v", last)
+func settle(pool cnsv1.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
+	_, err := stack.PollPool(pool, 30*time.Second, func(p *cnsv1.GetPoolResponse) bool { return cond(p.GetCounts()) })
+	return err
 }
 
 // memory: resident memory of an idle cns process holding 250 assigned addresses.
@@ -106,7 +97,7 @@ func memory(ctx context.Context, c Config, r *Results) error {
 			return err
 		}
 	}
-	if err := settle(ctx, n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 250 && c.GetPending() == 0 }); err != nil {
+	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 250 && c.GetPending() == 0 }); err != nil {
 		return err
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))

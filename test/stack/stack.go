@@ -227,22 +227,31 @@ func (s *Stack) Ctx() context.Context {
 // WaitFor polls GetPool until cond holds, failing the test after 20 s.
 func (s *Stack) WaitFor(what string, cond func(*cnsv1.GetPoolResponse) bool) *cnsv1.GetPoolResponse {
 	s.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	p, err := PollPool(s.Pool, 20*time.Second, cond)
+	if err != nil {
+		s.t.Fatalf("waiting for %s: %v", what, err)
+	}
+	return p
+}
+
+// PollPool polls a cns's GetPool until cond holds or within passes; the error carries the
+// last pool seen.
+func PollPool(pool cnsv1.PoolServiceClient, within time.Duration, cond func(*cnsv1.GetPoolResponse) bool) (*cnsv1.GetPoolResponse, error) {
+	deadline := time.Now().Add(within)
 	var last *cnsv1.GetPoolResponse
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		p, err := s.Pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
+		p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{})
 		cancel()
 		if err == nil {
 			last = p
 			if cond(p) {
-				return p
+				return p, nil
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	s.t.Fatalf("timed out waiting for %s; last pool: %v", what, last)
-	return nil
+	return nil, fmt.Errorf("pool did not get there within %s; last seen: %v", within, last)
 }
 
 // NICAddrs returns the NIC's secondary addresses as mockarm holds them.

@@ -15,6 +15,7 @@ import (
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	"github.com/vnet-cni/vnet-cni/test/nettest"
+	"github.com/vnet-cni/vnet-cni/test/stack"
 	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
 
@@ -259,20 +260,11 @@ func onAnyNIC(v *vnet.VNet, a netip.Addr) bool {
 // waitPool polls a node's pool until cond holds, failing after 30 s.
 func waitPool(t *testing.T, n *vnet.Node, what string, cond func(*cnsv1.PoolCounts) bool) *cnsv1.GetPoolResponse {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		p, err := n.Pool.GetPool(ctx(t), &cnsv1.GetPoolRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if cond(p.GetCounts()) {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: pool not %s: %v", n.Name, what, p.GetCounts())
-		}
-		time.Sleep(50 * time.Millisecond)
+	p, err := stack.PollPool(n.Pool, 30*time.Second, func(p *cnsv1.GetPoolResponse) bool { return cond(p.GetCounts()) })
+	if err != nil {
+		t.Fatalf("%s: pool not %s: %v", n.Name, what, err)
 	}
+	return p
 }
 
 func TestDemoTellsTheCrossNodeStory(t *testing.T) {
