@@ -39,25 +39,22 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("cloud client: %w", err)
 	}
-	st, movedAside, err := store.Open(cfg.StatePath, log)
+	var recovered int
+	st, movedAside, err := store.OpenRebuilding(cfg.StatePath, log, func() ([]store.Allocation, error) {
+		allocs, err := recoverFromDatapath(time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("state file lost and the datapath unreadable: %w", err)
+		}
+		recovered = len(allocs)
+		return allocs, nil
+	})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	if movedAside != "" {
-		allocs, err := recoverFromDatapath(time.Now())
-		if err != nil {
-			st.Close()
-			return fmt.Errorf("state file lost and the datapath unreadable: %w", err)
-		}
-		for _, a := range allocs {
-			if err := st.PutAllocation(a); err != nil {
-				st.Close()
-				return fmt.Errorf("record recovered allocation %s: %w", a.Addr, err)
-			}
-		}
-		log.Error("STATE REBUILT: the state file was unreadable and was moved aside; allocations were rebuilt from the node's datapath, "+
-			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", len(allocs))
+		log.Error("STATE REBUILT: the state file was unreadable and was kept aside; allocations were rebuilt from the node's datapath, "+
+			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", recovered)
 	}
 	return Serve(ctx, cfg, nic, st, log)
 }
@@ -148,10 +145,13 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		_ = metricsSrv.Close()
 	}
 	stopLoop()
+	// The loop never outlives Serve: the caller closes the store once Serve returns. Its
+	// write in flight is bounded by CloudTimeout; past that, say so and keep waiting.
 	select {
 	case <-loopDone:
 	case <-time.After(cfg.Pool.CloudTimeout):
-		log.Error("pool loop did not stop in time")
+		log.Error("pool loop did not stop in time; waiting for it before closing the store")
+		<-loopDone
 	}
 	_ = os.Remove(cfg.Socket)
 	return runErr

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -46,6 +47,9 @@ type Store struct {
 	db      *bolt.DB
 	reqs    chan commit
 	stopped chan struct{}
+
+	closeMu sync.RWMutex
+	closed  bool
 }
 
 type commit struct {
@@ -56,20 +60,31 @@ type commit struct {
 // maxGroup bounds one group commit so a flood cannot starve its first caller.
 const maxGroup = 512
 
+// RebuildFunc returns the allocations of a node whose state file was lost (cns reads them
+// from the datapath). An error leaves the damaged file in place, so the next start tries again.
+type RebuildFunc func() ([]Allocation, error)
+
 // Open opens (creating if needed) the state file at path. A file that bbolt cannot read is
-// moved aside to path.corrupt-<time> and a new one is created; movedAside names it, and the
-// caller must rebuild from the NIC and say so loudly.
+// rebuilt with no allocations; see OpenRebuilding.
 func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error) {
+	return OpenRebuilding(path, log, nil)
+}
+
+// OpenRebuilding opens (creating if needed) the state file at path. A file that bbolt cannot
+// read is kept as path.corrupt-<time> (movedAside names it; the caller must say so loudly)
+// and replaced by one holding what rebuild returns. The replacement is built beside the
+// state file and renamed over it only when complete: until then the damaged file stays at
+// path, so a crash, a full disk or a failed rebuild half-way is redone at the next start
+// instead of leaving a valid-looking partial file that would be trusted.
+func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Store, movedAside string, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("create state directory: %w", err)
 	}
 	db, err := openChecked(path)
 	if err != nil && isCorrupt(err) {
-		movedAside = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405Z"))
-		log.Error("state file unreadable, moving it aside and rebuilding from the NIC",
-			"path", path, "movedTo", movedAside, "err", err)
-		if rerr := os.Rename(path, movedAside); rerr != nil {
-			return nil, "", fmt.Errorf("move corrupt state %s aside: %w (open: %w)", path, rerr, err)
+		log.Error("state file unreadable, keeping a copy and rebuilding it", "path", path, "err", err)
+		if movedAside, err = replaceCorrupt(path, rebuild); err != nil {
+			return nil, "", fmt.Errorf("rebuild state %s: %w", path, err)
 		}
 		db, err = openChecked(path)
 	}
@@ -150,9 +165,20 @@ func isCorrupt(err error) bool {
 		errors.Is(err, berrors.ErrVersionMismatch) || strings.HasPrefix(err.Error(), "file size too small")
 }
 
-// Close stops the committer after queued commits finish and closes the file.
+// ErrClosed is returned by commits made after Close.
+var ErrClosed = errors.New("state store is closed")
+
+// Close stops the committer after queued commits finish and closes the file. Later calls
+// return nil; later commits return ErrClosed.
 func (s *Store) Close() error {
+	s.closeMu.Lock()
+	if s.closed {
+		s.closeMu.Unlock()
+		return nil
+	}
+	s.closed = true
 	close(s.reqs)
+	s.closeMu.Unlock()
 	<-s.stopped
 	return s.db.Close()
 }
@@ -197,7 +223,15 @@ func (s *Store) committer() {
 // apply commits fn and returns once it is durable. fn must only touch tx.
 func (s *Store) apply(fn func(*bolt.Tx) error) error {
 	done := make(chan error, 1)
+	// The read lock is held only while queueing: Close waits for it, so no commit is sent
+	// on a closed channel, and the committer drains the queue before it stops.
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
 	s.reqs <- commit{fn: fn, done: done}
+	s.closeMu.RUnlock()
 	return <-done
 }
 

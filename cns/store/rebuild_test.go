@@ -1,0 +1,123 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func writeGarbage(t *testing.T, path string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte("not a bbolt file: the disk returned rubbish for the first page"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An interrupted rebuild (failed datapath dump, crash or full disk at any step) must leave
+// nothing the next start trusts: that start finds the damage again and rebuilds in full.
+func TestInterruptedRebuildIsRedoneAtNextStart(t *testing.T) {
+	want := []Allocation{alloc(1), alloc(2), alloc(3)}
+	for _, step := range []string{"dump", stepCopied, stepCreated, stepWritten, stepSynced} {
+		t.Run(step, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "state.db")
+			writeGarbage(t, path)
+			injected := errors.New("injected at " + step)
+			rebuildFault = func(s string) error {
+				if s == step {
+					return injected
+				}
+				return nil
+			}
+			t.Cleanup(func() { rebuildFault = func(string) error { return nil } })
+			dump := func() ([]Allocation, error) {
+				if step == "dump" {
+					return want[:1], injected // half a dump, then interrupted
+				}
+				return want, nil
+			}
+			if s, _, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump); !errors.Is(err, injected) {
+				if s != nil {
+					s.Close()
+				}
+				t.Fatalf("open with a rebuild interrupted at %s: %v, want the injected error", step, err)
+			}
+
+			rebuildFault = func(string) error { return nil }
+			s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2(want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			st, err := s.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if moved == "" || len(st.Allocations) != len(want) {
+				t.Fatalf("next start: moved %q, %d allocations; want the rebuild redone with %d", moved, len(st.Allocations), len(want))
+			}
+			if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("temporary rebuild file left behind: %v", err)
+			}
+		})
+	}
+}
+
+func dump2(a []Allocation) RebuildFunc { return func() ([]Allocation, error) { return a, nil } }
+
+func TestRebuildKeepsTheDamagedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	writeGarbage(t, path)
+	before, _ := os.ReadFile(path)
+	s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{alloc(7)}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if kept, err := os.ReadFile(moved); err != nil || string(kept) != string(before) {
+		t.Fatalf("damaged file not kept at %q: %v", moved, err)
+	}
+	if st, _ := s.Load(); len(st.Allocations) != 1 || st.Allocations[0].Addr != alloc(7).Addr {
+		t.Fatalf("rebuilt state %v", st.Allocations)
+	}
+}
+
+func TestCloseIsIdempotentAndLaterCommitsFail(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second close: %v", err)
+	}
+	for name, commit := range map[string]func() error{
+		"put":     func() error { return s.PutAllocation(alloc(1)) },
+		"release": func() error { return s.ReleaseAllocation(alloc(1).Owner.Key, alloc(1).Addr, alloc(1).AssignedAt) },
+		"mark":    func() error { return s.MarkPendingRelease(nil) },
+		"forget":  func() error { return s.ForgetAddrs([]netip.Addr{alloc(2).Addr}) },
+	} {
+		if err := commit(); name != "mark" && !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after close: %v, want ErrClosed", name, err)
+		}
+	}
+	if _, err := s.Load(); err == nil {
+		t.Error("load after close succeeded")
+	}
+}
+
+func TestCommitsRacingCloseNeverPanic(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "state.db"))
+	done := make(chan error, 64)
+	for i := range 64 {
+		go func() { done <- s.PutAllocation(alloc(i)) }()
+	}
+	s.Close()
+	for range 64 {
+		if err := <-done; err != nil && !errors.Is(err, ErrClosed) {
+			t.Fatalf("commit racing close: %v", fmt.Sprint(err))
+		}
+	}
+}
