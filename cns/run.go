@@ -175,27 +175,46 @@ func graceful(s *grpc.Server, d time.Duration) {
 	}
 }
 
-// listenUnix listens on path with mode 0600 in a directory created 0750. A stale socket of
-// an earlier run is removed; any other file in the way is an error.
+// listenUnix listens on path with mode 0600. The socket is bound in a fresh 0700 directory
+// beside path, made 0600 there and only then renamed into place, so it is never reachable by
+// others, not even between bind and chmod (bind creates it with the process umask, and
+// changing the umask is process-wide, racing every other goroutine that creates files). An
+// existing directory is tightened to no access for others and no group write, unless it is
+// a shared sticky directory such as /tmp. A stale socket of an earlier run is replaced; any
+// other file in the way is an error.
 func listenUnix(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("%s exists and is not a socket", path)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
+	if fi, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("socket directory: %w", err)
+	} else if m := fi.Mode(); m&fs.ModeSticky == 0 && m.Perm()&0o027 != 0 {
+		if err := os.Chmod(dir, m.Perm()&^0o027); err != nil {
+			return nil, fmt.Errorf("tighten socket directory %s: %w", dir, err)
 		}
 	}
-	l, err := net.Listen("unix", path)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().Type() != fs.ModeSocket {
+		return nil, fmt.Errorf("%s exists and is not a socket", path)
+	}
+	tmp, err := os.MkdirTemp(dir, ".s") // 0700
+	if err != nil {
+		return nil, fmt.Errorf("socket staging directory: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	staged := filepath.Join(tmp, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: staged, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	l.SetUnlinkOnClose(false) // it is unlinked by name (cfg.Socket) when Serve ends
+	if err := os.Chmod(staged, 0o600); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
+	}
+	if err := os.Rename(staged, path); err != nil { // replaces a stale socket atomically
+		l.Close()
+		return nil, fmt.Errorf("put socket in place at %s: %w", path, err)
 	}
 	return l, nil
 }
