@@ -94,12 +94,12 @@ func ipConfig(g Grant) *cnsv1.IPConfig {
 	}
 }
 
-func (s *ipamService) ReleaseIPs(_ context.Context, req *cnsv1.ReleaseIPsRequest) (*cnsv1.ReleaseIPsResponse, error) {
+func (s *ipamService) ReleaseIPs(ctx context.Context, req *cnsv1.ReleaseIPsRequest) (*cnsv1.ReleaseIPsResponse, error) {
 	k, err := checkKey(req.GetContainerId(), req.GetIfname())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	released, err := s.m.ReleaseIP(k)
+	released, err := s.m.ReleaseIP(ctx, k)
 	if err != nil {
 		return nil, toStatus(err)
 	}

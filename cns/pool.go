@@ -128,15 +128,20 @@ type Grant struct {
 // RequestIP returns the address held by o.Key, assigning one if it holds none. When the pool
 // is empty it waits, up to RequestWait, for the loop's scale-up.
 func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error) {
-	unlock := m.keys.lock(o.Key)
-	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestWait)
 	defer cancel()
+	// Wait for the pool before taking the key: startup replays spooled releases under the
+	// same key locks and must never wait behind a request that waits for startup.
 	select {
 	case <-m.ready:
 	case <-ctx.Done():
 		return Grant{}, m.waitError(ctx, "cns has not read the NIC yet")
 	}
+	unlock, err := m.keys.lock(ctx, o.Key)
+	if err != nil {
+		return Grant{}, err
+	}
+	defer unlock()
 	for {
 		m.mu.Lock()
 		if m.stopping {
@@ -228,9 +233,17 @@ func (m *Manager) waitError(ctx context.Context, what string) error {
 
 // ReleaseIP returns k's address to the pool: durable first, then in memory. An unknown key
 // is success with released=false.
-func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
-	unlock := m.keys.lock(k)
+func (m *Manager) ReleaseIP(ctx context.Context, k ipampool.Key) (released bool, err error) {
+	unlock, err := m.keys.lock(ctx, k)
+	if err != nil {
+		return false, err
+	}
 	defer unlock()
+	return m.releaseHeld(k)
+}
+
+// releaseHeld is ReleaseIP for a caller holding k's key lock.
+func (m *Manager) releaseHeld(k ipampool.Key) (released bool, err error) {
 	m.mu.Lock()
 	e, ok := m.pool.Lookup(k)
 	m.mu.Unlock()
@@ -266,7 +279,7 @@ func (m *Manager) GarbageCollect(valid map[ipampool.Key]bool) (released, kept in
 			kept++
 			continue
 		}
-		ok, err := m.ReleaseIP(k)
+		ok, err := m.ReleaseIP(context.Background(), k) // a key is held at most RequestWait
 		if err != nil {
 			errs = append(errs, err)
 			continue
