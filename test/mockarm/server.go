@@ -65,6 +65,10 @@ type Server struct {
 	faults  []*Fault
 	stats   Stats
 	routes  map[netip.Addr]netip.Addr // what the fabric has been told
+	// fabricStale: the last programming failed (a restored NIC's node not reachable yet, as
+	// when mockarm starts from its state file before the VNet's nodes exist); every later
+	// call retries until the fabric matches the NICs.
+	fabricStale bool
 }
 
 // Stats counts calls, for tests that check cns does not hammer a throttled API.
@@ -286,8 +290,10 @@ func (s *Server) settle(now time.Time) {
 		op.status, op.errorMsg = "Failed", "injected long-running operation failure"
 		s.revertLocked(key, n, op.prev)
 	}
-	if changed {
+	if changed || s.fabricStale {
 		s.programFabric()
+	}
+	if changed {
 		s.save()
 	}
 }
@@ -436,8 +442,11 @@ func (s *Server) programFabric() {
 		return
 	}
 	if err := s.cfg.Fabric.Program(add, remove); err != nil {
-		s.cfg.Log.Error("program fabric", "err", err)
+		if !s.fabricStale {
+			s.cfg.Log.Warn("program fabric; retrying at every call until it succeeds", "err", err)
+		}
+		s.fabricStale = true
 		return
 	}
-	s.routes = want
+	s.routes, s.fabricStale = want, false
 }
