@@ -8,7 +8,7 @@ export PATH := $(TOOLS):$(PATH)
 BUF_VERSION                ?= v1.75.0
 PROTOC_GEN_GO_VERSION      ?= v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
-GRPCURL_VERSION            ?= v1.8.9
+GRPCURL_VERSION            ?= v1.9.3
 CNITOOL_VERSION            ?= v1.3.0
 CNI_PLUGINS_VERSION        ?= v1.9.1
 
@@ -82,8 +82,8 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 	@echo "mockarm on 127.0.0.1:10080, cns on $(RUN_DIR)/cns.sock and 127.0.0.1:10090 (state in $(RUN_DIR)). Try:"
 	@echo "  $(TOOLS)/grpcurl -plaintext 127.0.0.1:10090 list"
 	@echo "  $(TOOLS)/grpcurl -plaintext 127.0.0.1:10090 cns.v1.PoolService/GetPool"
-	@echo "  $(TOOLS)/grpcurl -plaintext -unix -d '{\"container_id\":\"c1\",\"ifname\":\"eth0\"}' ./.run/cns.sock cns.v1.IPAMService/RequestIPs"
-	@echo "  $(TOOLS)/grpcurl -plaintext -unix -d '{\"container_id\":\"c1\",\"ifname\":\"eth0\"}' ./.run/cns.sock cns.v1.IPAMService/ReleaseIPs"
+	@echo "  $(TOOLS)/grpcurl -plaintext -d '{\"container_id\":\"c1\",\"ifname\":\"eth0\"}' unix://$(RUN_DIR)/cns.sock cns.v1.IPAMService/RequestIPs"
+	@echo "  $(TOOLS)/grpcurl -plaintext -d '{\"container_id\":\"c1\",\"ifname\":\"eth0\"}' unix://$(RUN_DIR)/cns.sock cns.v1.IPAMService/ReleaseIPs"
 	@echo "Ctrl-C stops both."
 	@bin/mockarm $(MOCKARM_FLAGS) & mock=$$!; \
 	  trap 'kill -TERM $$mock 2>/dev/null; wait $$mock 2>/dev/null' EXIT; \

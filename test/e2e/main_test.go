@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -50,4 +51,22 @@ func requireCNITool(t *testing.T) {
 		t.Fatal("cnitool not found in .tools/bin: run make tools")
 	}
 	t.Skip("cnitool not installed: run make tools")
+}
+
+// pinnedTool returns .tools/bin/name (make tools installs it); missing, it fails under CI
+// and skips elsewhere.
+func pinnedTool(t *testing.T, name string) string {
+	t.Helper()
+	root, err := exec.Command("go", "env", "GOMOD").Output()
+	if err == nil {
+		p := filepath.Join(filepath.Dir(strings.TrimSpace(string(root))), ".tools", "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found in .tools/bin: run make tools", name)
+	}
+	t.Skipf("%s not installed: run make tools", name)
+	return ""
 }
