@@ -34,6 +34,7 @@ type fakeNIC struct {
 	seq        int // names of new configurations
 	faults     []*fakeFault
 	writes     []cloud.Change // every UpdateIPConfigs call, in order
+	writesAt   []time.Time    // when each was made
 	gets       int
 }
 
@@ -117,6 +118,13 @@ func (f *fakeNIC) provisioning() string {
 	return f.state
 }
 
+// writeTimes returns when each write was attempted.
+func (f *fakeNIC) writeTimes() []time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.writesAt)
+}
+
 // writeLog returns every write attempted so far.
 func (f *fakeNIC) writeLog() []cloud.Change {
 	f.mu.Lock()
@@ -169,6 +177,7 @@ func (f *fakeNIC) GetNIC(ctx context.Context) (cloud.NIC, error) {
 func (f *fakeNIC) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error) {
 	f.mu.Lock()
 	f.writes = append(f.writes, cloud.Change{ETag: ch.ETag, Add: ch.Add, Remove: slices.Clone(ch.Remove)})
+	f.writesAt = append(f.writesAt, time.Now())
 	ft := f.takeFaultLocked("update", &ch)
 	f.mu.Unlock()
 	if ft == nil {

@@ -328,3 +328,126 @@ func TestPodOnForeignConfigKeepsItAndReleaseLeavesTheConfig(t *testing.T) {
 		}
 	})
 }
+
+// Backoff: throttled writes are spaced by at least the server's Retry-After, and the pool
+// recovers by itself once the throttling ends.
+func TestThrottledWritesAreSpacedByRetryAfter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNIC()
+		cfg := testConfig()
+		m := startManager(t, cfg, f, newMemStore())
+		synctest.Wait()
+		const retryAfter = 7 * time.Second // above --backoff-min's first steps
+		f.inject(fakeFault{op: "update", err: &cloud.Error{Kind: cloud.KindThrottled, Status: 429, RetryAfter: retryAfter}})
+		start := len(f.writeLog())
+		if _, errs := requestAll(m, "pod", 16); errors.Join(errs...) != nil { // drain: growth is needed
+			t.Fatal(errors.Join(errs...))
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		at := f.writeTimes()[start:]
+		if len(at) < 3 {
+			t.Fatalf("%d throttled attempts in a minute", len(at))
+		}
+		for i := 1; i < len(at); i++ {
+			if gap := at[i].Sub(at[i-1]); gap < retryAfter {
+				t.Fatalf("attempts %d and %d %s apart under Retry-After %s", i-1, i, gap, retryAfter)
+			}
+		}
+		f.clearFaults()
+		time.Sleep(cfg.BackoffMax + retryAfter)
+		synctest.Wait()
+		if c := m.counts(); c.Available < cfg.Limits.MinFree {
+			t.Fatalf("pool did not recover after the throttling: %+v", c)
+		}
+	})
+}
+
+// Subnet halving: a write the subnet cannot hold is halved until it fits; a write of one
+// that does not fit means the subnet is full, which requests learn as ResourceExhausted.
+func TestSubnetFullHalvesTheWriteThenIsResourceExhausted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNIC()
+		f.subnetLeft = 5
+		m := startManager(t, testConfig(), f, newMemStore())
+		time.Sleep(time.Second)
+		synctest.Wait()
+		var adds []int
+		for _, ch := range f.writeLog() {
+			adds = append(adds, ch.Add)
+		}
+		if !slices.Equal(adds[:3], []int{16, 8, 4}) {
+			t.Fatalf("writes added %v, want 16, 8, 4 (halved until it fits)", adds)
+		}
+		if _, errs := requestAll(m, "pod", 5); errors.Join(errs...) != nil {
+			t.Fatal(errors.Join(errs...))
+		}
+		_, err := request(m, "sixth")
+		if status.Code(toStatus(err)) != codes.ResourceExhausted || !strings.Contains(err.Error(), "subnet") {
+			t.Fatalf("request on a full subnet: %v, want ResourceExhausted naming the subnet", err)
+		}
+	})
+}
+
+// Conflict (412): a write decided on a stale etag re-reads the NIC and is decided again at
+// once, not after a backoff; what the other writer added is adopted only if it is cns's.
+func TestConflictRereadsAndRetriesAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNIC()
+		cfg := testConfig()
+		cfg.BackoffMin = 10 * time.Second // a backoff would show
+		m := startManager(t, cfg, f, newMemStore())
+		synctest.Wait()
+		f.addConfig("web", netip.MustParseAddr("10.240.0.200")) // someone else writes the NIC
+		writes := len(f.writeLog())
+		a, err := request(m, "pod") // nothing else to wait on: the loop grows below min free
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, errs := requestAll(m, "more", 8); errors.Join(errs...) != nil {
+			t.Fatal(errors.Join(errs...))
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		log, at := f.writeLog()[writes:], f.writeTimes()[writes:]
+		if len(log) < 2 {
+			t.Fatalf("writes after the other writer: %+v", log)
+		}
+		if gap := at[1].Sub(at[0]); gap >= cfg.BackoffMin/2 {
+			t.Fatalf("the retry after a 412 waited %s", gap)
+		}
+		if a == netip.MustParseAddr("10.240.0.200") {
+			t.Fatal("the other writer's configuration was handed out")
+		}
+	})
+}
+
+// Provisioning states: a NIC read Updating (another operation at work) is read again until
+// it settles, and nothing it lists is served meanwhile.
+func TestUpdatingNICIsReadAgainAndNotServedFrom(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNIC()
+		f.mu.Lock()
+		f.state = cloud.ProvisioningUpdating
+		for range 16 { // another operation is adding cns-named configurations
+			f.seq++
+			f.configs = append(f.configs, fakeConfig{fmt.Sprintf("cns-%012x", f.seq), f.next})
+			f.next = f.next.Next()
+		}
+		f.mu.Unlock()
+		m := startManager(t, testConfig(), f, newMemStore())
+		time.Sleep(5 * time.Second)
+		synctest.Wait()
+		if c := m.counts(); c.Available != 0 || len(f.writeLog()) != 0 {
+			t.Fatalf("while the NIC is Updating: pool %+v, writes %+v; want nothing served and nothing written", c, f.writeLog())
+		}
+		f.mu.Lock()
+		f.state = cloud.ProvisioningSucceeded
+		f.mu.Unlock()
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		if c := m.counts(); c.Available != 16 || len(f.writeLog()) != 0 {
+			t.Fatalf("after the NIC settled: pool %+v, writes %+v; want the 16 adopted, no write", c, f.writeLog())
+		}
+	})
+}

@@ -209,7 +209,17 @@ func (s *Server) getNIC(r *http.Request) (int, any, http.Header, error) {
 	if !ok {
 		return 0, nil, nil, apiErr(404, "NotFound", "network interface "+id+" not found")
 	}
-	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
+	return 200, snapshot(n), http.Header{"Etag": {*n.Etag}}, nil
+}
+
+// snapshot encodes a NIC while s.mu is held: the answer must not be read while an
+// operation settling in the background changes the NIC.
+func snapshot(n *armnetwork.Interface) json.RawMessage {
+	b, err := json.Marshal(n)
+	if err != nil {
+		panic(fmt.Sprintf("mockarm: encode NIC: %v", err)) // armnetwork types always encode
+	}
+	return b
 }
 
 func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
@@ -262,7 +272,7 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	if cur == nil {
 		status = 201
 	}
-	return status, n, hdr, nil
+	return status, snapshot(n), hdr, nil
 }
 
 // settle finishes every operation whose time has come: success programs the fabric,
@@ -285,8 +295,10 @@ func (s *Server) settle(now time.Time) {
 		}
 		op.status, op.errorMsg = "Failed", "injected long-running operation failure"
 		if op.fail.KeepConfigs {
-			n.Etag = ptr(newETag())
-			n.Properties.ProvisioningState = ptr(armnetwork.ProvisioningStateFailed)
+			kept, props := *n, *n.Properties
+			kept.Etag, props.ProvisioningState = ptr(newETag()), ptr(armnetwork.ProvisioningStateFailed)
+			kept.Properties = &props
+			s.nics[key] = &kept
 			continue
 		}
 		s.revertLocked(key, n, op.prev)
