@@ -146,6 +146,9 @@ func (m *Manager) cancelReleasesLocked(n int, now time.Time) []netip.Addr {
 	for _, a := range pr {
 		delete(m.removeRejects, a)
 	}
+	if len(m.pool.PendingReleases()) == 0 {
+		m.splitRemovals = false
+	}
 	m.log.Info("cancelled queued releases: requests need them", "count", len(pr))
 	m.notifyLocked()
 	return pr
@@ -153,7 +156,8 @@ func (m *Manager) cancelReleasesLocked(n int, now time.Time) []netip.Addr {
 
 // changeLocked turns the policy's decision into one NIC write: the additions, the queued
 // removals and any new ones together, so growth never waits behind a removal. After a
-// write carrying removals was rejected, additions go alone until the removals are settled.
+// write carrying removals was rejected, additions go alone until the removals go through,
+// are cancelled or are given up.
 // A NIC whose last operation Failed is written even with nothing to change: ARM's remedy is
 // to PUT it again, which makes the configurations it lists take effect (or not) for sure.
 func (m *Manager) changeLocked(d ipampool.Decision, now time.Time) (ch *cloud.Change, fresh []netip.Addr) {
@@ -233,6 +237,9 @@ func (m *Manager) write(ctx context.Context, ch *cloud.Change) {
 	m.succeedLocked()
 	for _, a := range ch.Remove {
 		delete(m.removeRejects, a)
+	}
+	if len(ch.Remove) > 0 {
+		m.splitRemovals = false // the removals went through: they may travel with additions again
 	}
 	forget := m.applyNICLocked(nic, now)
 	m.notifyLocked()
@@ -376,7 +383,6 @@ func (m *Manager) forget(addrs []netip.Addr) {
 
 func (m *Manager) succeedLocked() {
 	m.failures, m.lastErr, m.subnetFull, m.nicFull, m.nextAttempt, m.addCap = 0, nil, false, false, time.Time{}, 0
-	m.splitRemovals = false
 }
 
 // failLocked records a cloud failure and schedules the next attempt: exponential backoff
