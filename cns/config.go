@@ -100,6 +100,9 @@ func (c *Config) Validate() error {
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
 	}
+	if c.Azure.PollInterval < 0 {
+		errs = append(errs, errors.New("--lro-poll-interval must not be negative"))
+	}
 	if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
 		errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
 	}
