@@ -207,7 +207,6 @@ func (m *Manager) write(ctx context.Context, ch *cloud.Change) {
 	m.nicWrites++
 	if err != nil {
 		m.failLocked(now, fmt.Errorf("NIC write (add %d, remove %d): %w", ch.Add, len(ch.Remove), err))
-		var abandoned []netip.Addr
 		switch kind := cloud.KindOf(err); kind {
 		case cloud.KindConflict:
 			m.reconcileAt = now // stale view: re-read before deciding again
@@ -217,10 +216,10 @@ func (m *Manager) write(ctx context.Context, ch *cloud.Change) {
 			// ended. A removal the cloud refused counts towards giving it up.
 			m.unsettled, m.settleTries, m.reconcileAt = true, 0, now
 			if kind == cloud.KindFailed {
-				abandoned = m.rejectRemovalsLocked(ch, now)
+				m.rejectRemovalsLocked(ch, now)
 			}
 		case cloud.KindRejected:
-			abandoned = m.rejectRemovalsLocked(ch, now)
+			m.rejectRemovalsLocked(ch, now)
 		case cloud.KindSubnetFull, cloud.KindNICFull:
 			// Azure fails the whole write when the subnet or the NIC cannot hold all of it;
 			// ask for half at once. Only a write of one failing means it is full.
@@ -230,7 +229,6 @@ func (m *Manager) write(ctx context.Context, ch *cloud.Change) {
 		}
 		m.notifyLocked()
 		m.mu.Unlock()
-		m.forget(abandoned)
 		m.publish(eventError, netip.Addr{}, err.Error())
 		return
 	}
@@ -260,12 +258,12 @@ func (m *Manager) write(ctx context.Context, ch *cloud.Change) {
 }
 
 // rejectRemovalsLocked counts a rejected write against the removals it carried. Additions
-// go without them next time. A removal rejected maxRemovalAttempts times is given up: its
-// address is Available again (it is still on the NIC and serves pods like any other) and is
-// not chosen for release again for releaseHoldFor. It returns the given-up addresses.
-func (m *Manager) rejectRemovalsLocked(ch *cloud.Change, now time.Time) []netip.Addr {
+// go without them next time. A removal rejected maxRemovalAttempts times is given up: the
+// NIC is read again, and if it still holds the address, the address is Available again (it
+// serves pods like any other) and is not chosen for release again for releaseHoldFor.
+func (m *Manager) rejectRemovalsLocked(ch *cloud.Change, now time.Time) {
 	if len(ch.Remove) == 0 {
-		return nil
+		return
 	}
 	m.splitRemovals = true
 	var out []netip.Addr
@@ -274,17 +272,34 @@ func (m *Manager) rejectRemovalsLocked(ch *cloud.Change, now time.Time) []netip.
 			out = append(out, a)
 			delete(m.removeRejects, a)
 			m.releaseHold[a] = now.Add(releaseHoldFor)
+			m.abandoned[a] = true
 		}
 	}
-	if len(out) > 0 {
-		m.pool.CancelRelease(out, now)
-		releasesAbandoned.Add(float64(len(out)))
-		m.log.Error("the cloud keeps rejecting the removal of these addresses; gave up, they serve the pool again",
-			"addrs", out, "attempts", maxRemovalAttempts, "retryAfter", releaseHoldFor, "err", m.lastErr)
-		m.publishLocked(eventError, netip.Addr{}, fmt.Sprintf("gave up removing %d addresses the cloud kept rejecting", len(out)))
-		if len(m.pool.PendingReleases()) == 0 {
-			m.splitRemovals = false
+	if len(out) == 0 {
+		return
+	}
+	// Nothing is decided until the NIC is read: only then is it sure to hold them.
+	m.unsettled, m.settleTries, m.reconcileAt = true, 0, now
+	releasesAbandoned.Add(float64(len(out)))
+	m.log.Error("the cloud keeps rejecting the removal of these addresses; gave up, they serve the pool again",
+		"addrs", out, "attempts", maxRemovalAttempts, "retryAfter", releaseHoldFor, "err", m.lastErr)
+	m.publishLocked(eventError, netip.Addr{}, fmt.Sprintf("gave up removing %d addresses the cloud kept rejecting", len(out)))
+}
+
+// reviveAbandonedLocked returns given-up removals the NIC still holds to Available; called
+// after a settled, successful read (SyncNIC has dropped those it no longer holds). It
+// returns them, for the store to forget their pending release.
+func (m *Manager) reviveAbandonedLocked(now time.Time) []netip.Addr {
+	var out []netip.Addr
+	for a := range m.abandoned {
+		if e, ok := m.pool.Get(a); ok && e.State == ipampool.PendingRelease {
+			out = append(out, a)
 		}
+		delete(m.abandoned, a)
+	}
+	m.pool.CancelRelease(out, now)
+	if len(m.pool.PendingReleases()) == 0 {
+		m.splitRemovals = false
 	}
 	return out
 }
@@ -350,6 +365,7 @@ func (m *Manager) applyNICLocked(nic cloud.NIC, now time.Time) []netip.Addr {
 		}
 	}
 	r := m.pool.SyncNIC(nic.Secondaries, foreign, now)
+	revived := m.reviveAbandonedLocked(now)
 	if len(r.Adopted) > 0 {
 		m.log.Info("adopted ip configurations", "count", len(r.Adopted))
 	}
@@ -372,7 +388,7 @@ func (m *Manager) applyNICLocked(nic cloud.NIC, now time.Time) []netip.Addr {
 		m.publishLocked(eventReconcile, netip.Addr{}, fmt.Sprintf("NIC differed from the pool: adopted %d, dropped %d, missing %d, found %d, foreign %d",
 			len(r.Adopted), len(r.Dropped), len(r.Missing), len(r.Found), len(r.Foreign)))
 	}
-	return r.Dropped
+	return append(r.Dropped, revived...)
 }
 
 func (m *Manager) forget(addrs []netip.Addr) {

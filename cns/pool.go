@@ -91,6 +91,9 @@ type Manager struct {
 	splitRemovals bool
 	// releaseHold: addresses whose removal was given up are not chosen again before then.
 	releaseHold map[netip.Addr]time.Time
+	// abandoned: removals given up, still PendingRelease until a settled read of the NIC
+	// shows it holds them (then they are Available again).
+	abandoned map[netip.Addr]bool
 }
 
 // NewManager builds a manager over an empty pool; call Restore, then Run.
@@ -100,7 +103,7 @@ func NewManager(cfg ManagerConfig, nic NICAPI, st Store, log *slog.Logger) (*Man
 	}
 	return &Manager{cfg: cfg, nic: nic, store: st, log: log, events: newBroadcaster(), now: time.Now,
 		kick: make(chan struct{}, 1), pool: ipampool.New(), ready: make(chan struct{}), changed: make(chan struct{}),
-		removeRejects: map[netip.Addr]int{}, releaseHold: map[netip.Addr]time.Time{}}, nil
+		removeRejects: map[netip.Addr]int{}, releaseHold: map[netip.Addr]time.Time{}, abandoned: map[netip.Addr]bool{}}, nil
 }
 
 // Restore loads the durable state into the pool: allocations, cooldowns and pending

@@ -212,11 +212,11 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	}
 	for attempt := 0; !poller.Done(); attempt++ {
 		if err := sleep(ctx, c.poll.delay(attempt, retryAfter(hint))); err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
+			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
 		}
 		presp, err := poller.Poll(ctx)
 		if err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
+			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
 		}
 		hint = presp.Header
 	}
@@ -370,6 +370,17 @@ func (c *Client) subnetPrefix(ctx context.Context, id string) (netip.Prefix, err
 	c.subnetP[id] = p.Masked()
 	c.mu.Unlock()
 	return p.Masked(), nil
+}
+
+// accepted reclassifies a failure to follow a write ARM had accepted: whatever the poll
+// answered (a 404 from an ARM that lost the operation, say), the write's outcome is unknown,
+// which is KindUnavailable, not a rejection of the write.
+func accepted(err error) error {
+	var ce *cloud.Error
+	if errors.As(err, &ce) && ce.Kind == cloud.KindRejected {
+		ce.Kind = cloud.KindUnavailable
+	}
+	return err
 }
 
 // classify turns an SDK error into a cloud.Error that says what to do next.
