@@ -1,6 +1,7 @@
 package cns
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -247,7 +248,7 @@ func TestForeignIPConfigsAreNeverAdoptedAssignedOrRemoved(t *testing.T) {
 			}
 		}
 		for i := range 30 { // scale down: everything idle goes back
-			if _, err := m.ReleaseIP(ipampool.Key{ContainerID: fmt.Sprint("pod", i), IfName: "eth0"}); err != nil {
+			if _, err := m.ReleaseIP(context.Background(), ipampool.Key{ContainerID: fmt.Sprint("pod", i), IfName: "eth0"}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -308,7 +309,7 @@ func TestPodOnForeignConfigKeepsItAndReleaseLeavesTheConfig(t *testing.T) {
 		if !ok || g.Entry.Addr != web || g.Entry.Missing {
 			t.Fatalf("old pod's allocation after start: %+v %v", g.Entry, ok)
 		}
-		if _, err := m.ReleaseIP(old.Key); err != nil {
+		if _, err := m.ReleaseIP(context.Background(), old.Key); err != nil {
 			t.Fatal(err)
 		}
 		addrs, errs := requestAll(m, "new", 20)
