@@ -19,19 +19,25 @@ const (
 	eventReconcile = cnsv1.EventType_EVENT_TYPE_RECONCILED
 )
 
-// broadcaster fans pool events out to WatchPool streams. A subscriber that falls behind
+// broadcaster fans pool events out to WatchPool streams. The pool only queues an event (one
+// channel send, under its lock or not); a goroutine of the broadcaster's own delivers it to
+// every subscriber, so many watchers cost the pool nothing. A subscriber that falls behind
 // loses events rather than slowing the pool; it is told how many it missed.
 type broadcaster struct {
-	n    atomic.Int32
-	mu   sync.Mutex
-	subs map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64
+	n     atomic.Int32
+	queue chan *cnsv1.WatchPoolResponse
+	start sync.Once
+	mu    sync.Mutex
+	subs  map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64
 }
 
 func newBroadcaster() *broadcaster {
-	return &broadcaster{subs: map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64{}}
+	return &broadcaster{subs: map[chan *cnsv1.WatchPoolResponse]*atomic.Uint64{},
+		queue: make(chan *cnsv1.WatchPoolResponse, 1024)}
 }
 
 func (b *broadcaster) subscribe() (<-chan *cnsv1.WatchPoolResponse, *atomic.Uint64, func()) {
+	b.start.Do(func() { go b.fanOut() }) // lives as long as the process, idle without events
 	ch := make(chan *cnsv1.WatchPoolResponse, 256)
 	dropped := &atomic.Uint64{}
 	b.mu.Lock()
@@ -46,7 +52,26 @@ func (b *broadcaster) subscribe() (<-chan *cnsv1.WatchPoolResponse, *atomic.Uint
 	}
 }
 
+// send queues ev without blocking; a full queue drops it for every subscriber.
 func (b *broadcaster) send(ev *cnsv1.WatchPoolResponse) {
+	select {
+	case b.queue <- ev:
+	default:
+		b.mu.Lock()
+		for _, dropped := range b.subs {
+			dropped.Add(1)
+		}
+		b.mu.Unlock()
+	}
+}
+
+func (b *broadcaster) fanOut() {
+	for ev := range b.queue {
+		b.deliver(ev)
+	}
+}
+
+func (b *broadcaster) deliver(ev *cnsv1.WatchPoolResponse) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for ch, dropped := range b.subs {

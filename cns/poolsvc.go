@@ -10,10 +10,23 @@ import (
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
-// poolService is the read-only cns.v1.PoolService.
+// poolService is the read-only cns.v1.PoolService. Each listener has its own, with its own
+// bound on WatchPool subscribers, so watchers on the TCP listener cannot starve the node's own.
 type poolService struct {
 	cnsv1.UnimplementedPoolServiceServer
-	m *Manager
+	m        *Manager
+	watchers chan struct{} // one slot per WatchPool stream
+}
+
+// WatchPool subscribers per listener: the loopback TCP one serves dashboards and grpcurl,
+// the unix one the node's own tools.
+const (
+	maxWatchersTCP  = 16
+	maxWatchersUnix = 64
+)
+
+func newPoolService(m *Manager, maxWatchers int) *poolService {
+	return &poolService{m: m, watchers: make(chan struct{}, maxWatchers)}
 }
 
 var _ cnsv1.PoolServiceServer = (*poolService)(nil)
@@ -70,6 +83,12 @@ func (s *poolService) ListAllocations(context.Context, *cnsv1.ListAllocationsReq
 }
 
 func (s *poolService) WatchPool(_ *cnsv1.WatchPoolRequest, stream cnsv1.PoolService_WatchPoolServer) error {
+	select {
+	case s.watchers <- struct{}{}:
+		defer func() { <-s.watchers }()
+	default:
+		return toStatus(fmt.Errorf("%w: %d WatchPool streams already open on this listener; close one", ErrExhausted, cap(s.watchers)))
+	}
 	ch, dropped, cancel := s.m.events.subscribe()
 	defer cancel()
 	var told uint64

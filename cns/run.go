@@ -59,6 +59,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return Serve(ctx, cfg, nic, st, log)
 }
 
+// maxStreamsTCP bounds concurrent streams per connection on the read-only TCP listener.
+const maxStreamsTCP = 32
+
 // Serve runs the manager and the listeners over the given cloud and store.
 func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logger) error {
 	m, err := NewManager(cfg.Pool, nic, st, log)
@@ -79,7 +82,7 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		grpc.NumStreamWorkers(uint32(max(runtime.GOMAXPROCS(0), 2)))}
 	full := grpc.NewServer(opts...)
 	cnsv1.RegisterIPAMServiceServer(full, &ipamService{m: m})
-	cnsv1.RegisterPoolServiceServer(full, &poolService{m: m})
+	cnsv1.RegisterPoolServiceServer(full, newPoolService(m, maxWatchersUnix))
 	healthpb.RegisterHealthServer(full, hs)
 	reflection.Register(full)
 	servers := []*grpc.Server{full}
@@ -92,8 +95,10 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 			full.Stop()
 			return fmt.Errorf("listen %s: %w", cfg.Listen, err)
 		}
-		ro := grpc.NewServer(opts...) // read-only: IPAMService is not registered, so it is Unimplemented here
-		cnsv1.RegisterPoolServiceServer(ro, &poolService{m: m})
+		// Read-only: IPAMService is not registered, so it is Unimplemented here. Anyone on
+		// the host can reach it, so its streams per connection are bounded too.
+		ro := grpc.NewServer(append(opts, grpc.MaxConcurrentStreams(maxStreamsTCP))...)
+		cnsv1.RegisterPoolServiceServer(ro, newPoolService(m, maxWatchersTCP))
 		healthpb.RegisterHealthServer(ro, hs)
 		reflection.Register(ro)
 		servers = append(servers, ro)
