@@ -47,6 +47,7 @@ type Burst struct {
 	Failed    int     `json:"failed"`
 	Seconds   float64 `json:"seconds"`
 	NICWrites int     `json:"nic_writes"`
+	FirstErr  string  `json:"first_error,omitempty"` // of a failed ADD, to tell load from a fault
 }
 
 // Concurrent is the 30-pods-at-once result: each ADD's latency in ms.
