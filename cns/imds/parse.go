@@ -106,4 +106,3 @@ func ParseMAC(s string) (net.HardwareAddr, error) {
 	}
 	return net.ParseMAC(b.String())
 }
-
