@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,10 +17,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
-	azcloud "github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud"
@@ -43,6 +40,11 @@ type Config struct {
 	Auth          string // AuthManagedIdentity, AuthDefault or AuthStatic
 	ClientID      string // user-assigned managed identity, optional
 	StaticToken   string
+	ScaleSet      string // uniform scale set of the node VM; empty for a standalone VM
+	Instance      string // scale-set instance ID
+	// Identity tunes the managed identity credential's HTTP client (its retries; a test
+	// transport). Zero is azidentity's own defaults.
+	Identity azcore.ClientOptions
 	PollMaxDelay  time.Duration // longest wait between LRO polls; default 5 s
 }
 
@@ -60,32 +62,21 @@ type Client struct {
 
 // New builds the SDK clients.
 func New(cfg Config) (*Client, error) {
-	if cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" {
-		return nil, errors.New("subscription, resource group and NIC name are required")
-	}
-	cred, err := credential(cfg)
+	cred, err := Credential(cfg)
 	if err != nil {
 		return nil, err
 	}
-	opts := &arm.ClientOptions{DisableRPRegistration: true}
-	// azcore retries quick failures itself; a Retry-After beyond 2 s makes it return at once,
-	// leaving the wait to cns's own jittered backoff, which never blocks a request.
-	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
-		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
-	opts.Telemetry.ApplicationID = "vnet-cni-cns"
-	if cfg.Endpoint != "" {
-		u, err := url.Parse(cfg.Endpoint)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("ARM endpoint %q: not a URL", cfg.Endpoint)
-		}
-		opts.Cloud = azcloud.Configuration{
-			ActiveDirectoryAuthorityHost: azcloud.AzurePublic.ActiveDirectoryAuthorityHost,
-			Services: map[azcloud.ServiceName]azcloud.ServiceConfiguration{
-				azcloud.ResourceManager: {Endpoint: cfg.Endpoint, Audience: cfg.Endpoint},
-			},
-		}
-		// A plain-HTTP endpoint is only ever a local mockarm; the token is then a dummy.
-		opts.InsecureAllowCredentialWithHTTP = u.Scheme == "http"
+	return NewWithCredential(cfg, cred)
+}
+
+// NewWithCredential builds the SDK clients over cred.
+func NewWithCredential(cfg Config, cred azcore.TokenCredential) (*Client, error) {
+	if cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" {
+		return nil, errors.New("subscription, resource group and NIC name are required")
+	}
+	opts, err := armOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	nics, err := armnetwork.NewInterfacesClient(cfg.Subscription, cred, opts)
 	if err != nil {
@@ -97,39 +88,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{nics: nics, subnets: subnets, rg: cfg.ResourceGroup, nic: cfg.NIC,
 		pollMax: cmp.Or(cfg.PollMaxDelay, 5*time.Second), subnetP: map[string]netip.Prefix{}}, nil
-}
-
-func credential(cfg Config) (azcore.TokenCredential, error) {
-	switch cfg.Auth {
-	case AuthManagedIdentity:
-		o := &azidentity.ManagedIdentityCredentialOptions{}
-		if cfg.ClientID != "" {
-			o.ID = azidentity.ClientID(cfg.ClientID)
-		}
-		c, err := azidentity.NewManagedIdentityCredential(o)
-		if err != nil {
-			return nil, fmt.Errorf("managed identity credential: %w", err)
-		}
-		return c, nil
-	case AuthDefault, "":
-		c, err := azidentity.NewDefaultAzureCredential(nil)
-		if err != nil {
-			return nil, fmt.Errorf("default credential chain: %w", err)
-		}
-		return c, nil
-	case AuthStatic:
-		if cfg.StaticToken == "" {
-			return nil, errors.New("auth static needs a token")
-		}
-		return staticToken(cfg.StaticToken), nil
-	}
-	return nil, fmt.Errorf("auth %q: want %s, %s or %s", cfg.Auth, AuthManagedIdentity, AuthDefault, AuthStatic)
-}
-
-type staticToken string
-
-func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{Token: string(t), ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
 // GetNIC reads the NIC.
@@ -189,27 +147,7 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("put NIC %s: %w", c.nic, err))
 	}
-	// PollUntilDone waits 30 s between polls when the service gives no Retry-After and
-	// refuses less than 1 s; drive the poller with a short delay that honours Retry-After.
-	delay := 20 * time.Millisecond
-	for !poller.Done() {
-		presp, err := poller.Poll(ctx)
-		if err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
-		}
-		if poller.Done() {
-			break
-		}
-		wait := min(delay, c.pollMax)
-		if ra := retryAfter(presp.Header); ra > 0 {
-			wait = min(ra, c.pollMax)
-		}
-		delay *= 2
-		if err := sleep(ctx, wait); err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
-		}
-	}
-	res, err := poller.Result(ctx)
+	res, err := await(ctx, poller, c.pollMax)
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("NIC %s update: %w", c.nic, err))
 	}
