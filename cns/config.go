@@ -25,7 +25,7 @@ type Config struct {
 	IMDSEndpoint string
 	// BootstrapTimeout bounds finding the node's NIC at start (IMDS, token, ARM lookups).
 	BootstrapTimeout time.Duration
-	Pool          ManagerConfig
+	Pool             ManagerConfig
 }
 
 // DefaultConfig returns the production defaults.

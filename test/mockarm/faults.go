@@ -99,7 +99,9 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 	op := opOf(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.consumeLocked(func(f *Fault) bool { return !f.FailLRO && (f.Op == op || f.Op == "any" && !strings.HasPrefix(op, "imds-")) })
+	return s.consumeLocked(func(f *Fault) bool {
+		return !f.FailLRO && (f.Op == op || f.Op == "any" && !strings.HasPrefix(op, "imds-"))
+	})
 }
 
 func (s *Server) takeLROFault() *Fault {

@@ -27,7 +27,9 @@ func (s *Server) IMDS() http.Handler {
 }
 
 // ServeIMDS answers IMDS on l until ctx ends.
-func (s *Server) ServeIMDS(ctx context.Context, l net.Listener) error { return serveHTTP(ctx, l, s.IMDS()) }
+func (s *Server) ServeIMDS(ctx context.Context, l net.Listener) error {
+	return serveHTTP(ctx, l, s.IMDS())
+}
 
 type imdsHandler func(r *http.Request, vm vmInfo) (any, error)
 

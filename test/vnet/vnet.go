@@ -39,8 +39,8 @@ type Options struct {
 	// ScaleSetNodes of the nodes (the first ones) are instances of a uniform scale set
 	// (their NIC is written through the scale-set VM); the others are standalone VMs.
 	ScaleSetNodes int
-	Mock    func(*mockarm.Config)
-	Log     *slog.Logger
+	Mock          func(*mockarm.Config)
+	Log           *slog.Logger
 }
 
 // VNet is a running emulated VNet.

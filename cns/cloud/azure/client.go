@@ -44,8 +44,8 @@ type Config struct {
 	Instance      string // scale-set instance ID
 	// Identity tunes the managed identity credential's HTTP client (its retries; a test
 	// transport). Zero is azidentity's own defaults.
-	Identity azcore.ClientOptions
-	PollMaxDelay  time.Duration // longest wait between LRO polls; default 5 s
+	Identity     azcore.ClientOptions
+	PollMaxDelay time.Duration // longest wait between LRO polls; default 5 s
 }
 
 // Client reads and writes one NIC. It is safe for concurrent use, but cns makes one write

@@ -160,4 +160,3 @@ func primaryNICConfigName(vm armcompute.VirtualMachineScaleSetVM) string {
 	}
 	return ""
 }
-
