@@ -206,8 +206,8 @@ func (s *Server) getScaleSetNIC(r *http.Request) (int, any, http.Header, error) 
 	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
 }
 
-// macFor gives a NIC a stable MAC from its primary address, in ARM's notation.
-func macFor(a netip.Addr) string {
+// MACFor gives a NIC a stable MAC from its primary address, in ARM's notation.
+func MACFor(a netip.Addr) string {
 	b := a.As4()
 	return fmt.Sprintf("00-0D-3A-%02X-%02X-%02X", b[1], b[2], b[3])
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"time"
@@ -152,4 +153,30 @@ func deref(p *string) string {
 		return ""
 	}
 	return *p
+}
+
+// NodeTransport carries requests for IMDS (169.254.169.254) to the server's IMDS as if the
+// node at Node sent them, as the emulated VNet's router delivers them; other requests go out
+// as usual. In-process tests give it to azidentity (as its transport, so the credential
+// stays azidentity's own) and to the IMDS client.
+type NodeTransport struct {
+	Server *Server
+	Node   netip.Addr
+}
+
+// Do implements azcore's policy.Transporter.
+func (t NodeTransport) Do(req *http.Request) (*http.Response, error) { return t.RoundTrip(req) }
+
+// RoundTrip implements http.RoundTripper.
+func (t NodeTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Hostname() != IMDSAddr.String() {
+		return http.DefaultTransport.RoundTrip(req)
+	}
+	r := req.Clone(req.Context())
+	r.RemoteAddr = netip.AddrPortFrom(t.Node, 40000).String()
+	rec := httptest.NewRecorder()
+	t.Server.IMDS().ServeHTTP(rec, r)
+	resp := rec.Result()
+	resp.Request = req
+	return resp, nil
 }

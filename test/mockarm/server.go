@@ -402,7 +402,7 @@ func (s *Server) createNICLocked(id string, primary netip.Addr, vm string) (*arm
 	if err != nil {
 		return nil, err
 	}
-	n.Properties.MacAddress = ptr(macFor(primaryAddr(n)))
+	n.Properties.MacAddress = ptr(MACFor(primaryAddr(n)))
 	if vm != "" {
 		n.Properties.VirtualMachine = &armnetwork.SubResource{ID: ptr(vm)}
 	}

@@ -18,27 +18,6 @@ import (
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 )
 
-// asNode delivers azidentity's IMDS requests (to the hard-coded 169.254.169.254) to
-// mockarm's IMDS as if they came from the node at addr, as the VNet router delivers them in
-// the emulated VNet. The credential itself is azidentity's, unmodified.
-type asNode struct {
-	imds http.Handler
-	addr netip.Addr
-}
-
-func (a asNode) Do(req *http.Request) (*http.Response, error) {
-	if req.URL.Host != mockarm.IMDSAddr.String() {
-		return http.DefaultTransport.RoundTrip(req)
-	}
-	r := req.Clone(req.Context())
-	r.RemoteAddr = a.addr.String() + ":40000"
-	rec := httptest.NewRecorder()
-	a.imds.ServeHTTP(rec, r)
-	resp := rec.Result()
-	resp.Request = req
-	return resp, nil
-}
-
 // identity serves mockarm with tokens required and a standalone VM and a scale-set VM,
 // and returns managed-identity configs for each node.
 func identity(t *testing.T) (*mockarm.Server, azure.Config, azure.Config) {
@@ -61,7 +40,7 @@ func identity(t *testing.T) (*mockarm.Server, azure.Config, azure.Config) {
 	}
 	node := func(a netip.Addr) azure.Config {
 		c := azure.Config{Endpoint: srv.URL, Auth: azure.AuthManagedIdentity}
-		c.Identity.Transport = asNode{imds: m.IMDS(), addr: a}
+		c.Identity.Transport = mockarm.NodeTransport{Server: m, Node: a}
 		c.Identity.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: time.Millisecond, MaxRetryDelay: 2 * time.Millisecond}
 		return c
 	}
@@ -71,18 +50,14 @@ func identity(t *testing.T) (*mockarm.Server, azure.Config, azure.Config) {
 // instance reads mockarm's IMDS as the node of cfg would.
 func instance(t *testing.T, cfg azure.Config) imds.Instance {
 	t.Helper()
-	tr := cfg.Identity.Transport.(asNode)
-	c := &imds.Client{Endpoint: "http://" + mockarm.IMDSAddr.String(), HTTP: &http.Client{Transport: roundTripper{tr}}}
+	tr := cfg.Identity.Transport.(mockarm.NodeTransport)
+	c := &imds.Client{Endpoint: "http://" + mockarm.IMDSAddr.String(), HTTP: &http.Client{Transport: tr}}
 	inst, err := c.Instance(ctx(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return inst
 }
-
-type roundTripper struct{ policy.Transporter }
-
-func (r roundTripper) RoundTrip(req *http.Request) (*http.Response, error) { return r.Do(req) }
 
 func TestManagedIdentityTokenFromIMDSOpensARM(t *testing.T) {
 	_, vm, ss := identity(t)
