@@ -203,7 +203,7 @@ func (s *Server) getScaleSetNIC(r *http.Request) (int, any, http.Header, error) 
 	if !ok {
 		return 0, nil, nil, apiErr(404, "NotFound", "network interface "+id+" not found")
 	}
-	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
+	return 200, snapshot(n), http.Header{"Etag": {*n.Etag}}, nil
 }
 
 // MACFor gives a NIC a stable MAC from its primary address, in ARM's notation.

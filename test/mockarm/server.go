@@ -222,7 +222,7 @@ func (s *Server) getNIC(r *http.Request) (int, any, http.Header, error) {
 	if !ok {
 		return 0, nil, nil, apiErr(404, "NotFound", "network interface "+id+" not found")
 	}
-	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
+	return 200, snapshot(n), http.Header{"Etag": {*n.Etag}}, nil
 }
 
 func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
@@ -235,7 +235,17 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	status, n, hdr, err := s.writeNICLocked(r, sub, id, &body)
-	return status, n, hdr, err
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return status, snapshot(n), hdr, nil
+}
+
+// snapshot encodes a NIC while s.mu is held: the answer is written after the lock is
+// released, when an operation settling in the background may be changing the NIC.
+func snapshot(n *armnetwork.Interface) json.RawMessage {
+	b, _ := json.Marshal(n)
+	return b
 }
 
 // writeNICLocked applies a new NIC body through the write bucket, If-Match and the

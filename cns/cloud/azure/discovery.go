@@ -17,10 +17,10 @@ import (
 )
 
 // NeedsIMDS reports whether cfg leaves anything for the instance metadata to say: flags
-// name the NIC fully either as (subscription, resource group, NIC) or as (subscription,
-// resource group, scale set, instance, NIC).
+// place the node either as (subscription, resource group, NIC) or as (subscription, resource
+// group, scale set, instance), the scale-set NIC then being found through ARM.
 func (cfg Config) NeedsIMDS() bool {
-	return cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" || (cfg.ScaleSet == "") != (cfg.Instance == "")
+	return cfg.Subscription == "" || cfg.ResourceGroup == "" || (cfg.NIC == "" && (cfg.ScaleSet == "" || cfg.Instance == ""))
 }
 
 // FromInstance fills what flags left empty from the instance metadata. Flags win, each on

@@ -162,3 +162,20 @@ func TestFlagsOverrideInstanceMetadata(t *testing.T) {
 		t.Fatalf("%+v", got)
 	}
 }
+
+func TestIMDSIsAskedOnlyForWhatFlagsLeaveOut(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  azure.Config
+		want bool
+	}{
+		{azure.Config{}, true},
+		{azure.Config{Subscription: "s", ResourceGroup: "r", NIC: "n"}, false},
+		{azure.Config{Subscription: "s", ResourceGroup: "r", ScaleSet: "ss", Instance: "0"}, false},
+		{azure.Config{Subscription: "s", ResourceGroup: "r", ScaleSet: "ss"}, true},
+		{azure.Config{ResourceGroup: "r", NIC: "n"}, true},
+	} {
+		if got := tc.cfg.NeedsIMDS(); got != tc.want {
+			t.Errorf("%+v: NeedsIMDS %v, want %v", tc.cfg, got, tc.want)
+		}
+	}
+}
