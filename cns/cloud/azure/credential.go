@@ -1,6 +1,7 @@
 package azure
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -67,18 +68,21 @@ func CheckToken(ctx context.Context, cfg Config, cred azcore.TokenCredential) er
 	return nil
 }
 
-// armOptions are the ARM client options every client of cns uses.
-func armOptions(cfg Config) (*arm.ClientOptions, error) {
+// armOptions are the ARM client options every client of cns uses, and the polling of its
+// long-running writes.
+func armOptions(cfg Config) (*arm.ClientOptions, pollPolicy, error) {
 	opts := &arm.ClientOptions{DisableRPRegistration: true}
 	// azcore retries quick failures itself; a Retry-After beyond 2 s makes it return at once,
 	// leaving the wait to cns's own jittered backoff, which never blocks a request.
 	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
 		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
 	opts.Telemetry.ApplicationID = "vnet-cni-cns"
+	opts.Transport = cfg.Transport
+	poll := pollPolicy{interval: cmp.Or(cfg.PollInterval, DefaultPollInterval), fast: cfg.FastPoll}
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("ARM endpoint %q: not a URL", cfg.Endpoint)
+			return nil, poll, fmt.Errorf("ARM endpoint %q: not a URL", cfg.Endpoint)
 		}
 		opts.Cloud = azcloud.Configuration{
 			ActiveDirectoryAuthorityHost: azcloud.AzurePublic.ActiveDirectoryAuthorityHost,
@@ -89,6 +93,7 @@ func armOptions(cfg Config) (*arm.ClientOptions, error) {
 		// A plain-HTTP endpoint is only ever a local mockarm (inside the emulated VNet or on
 		// loopback); the bearer-token policy refuses plain HTTP unless told.
 		opts.InsecureAllowCredentialWithHTTP = u.Scheme == "http"
+		poll.fast = poll.fast || u.Scheme == "http"
 	}
-	return opts, nil
+	return opts, poll, nil
 }

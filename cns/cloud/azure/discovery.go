@@ -46,7 +46,7 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 	if cfg.NIC != "" {
 		return cfg, nil
 	}
-	opts, err := armOptions(cfg)
+	opts, _, err := armOptions(cfg)
 	if err != nil {
 		return cfg, err
 	}

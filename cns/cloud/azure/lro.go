@@ -2,35 +2,30 @@ package azure
 
 import (
 	"context"
-	"time"
+	"net/http"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 )
 
-// await drives a long-running operation to its end. PollUntilDone waits 30 s between polls
-// when the service gives no Retry-After and refuses less than 1 s, so the poller is driven
-// here with a short doubling delay, capped at pollMax, that honours Retry-After. The NIC PUT
-// and the scale-set VM update share it.
-func await[T any](ctx context.Context, poller *runtime.Poller[T], pollMax time.Duration) (T, error) {
-	delay := 20 * time.Millisecond
-	for !poller.Done() {
+// drive polls a long-running operation until it is done. PollUntilDone refuses less than
+// 1 s and waits 30 s when ARM sends no Retry-After, so the poller is driven with cns's own
+// policy instead; first is the answer that started the operation (its Retry-After says when
+// to poll first), nil if it was not captured. The NIC PUT and the scale-set VM update share
+// it. Its errors follow a write ARM accepted: callers mark them so (accepted).
+func drive[T any](ctx context.Context, poller *runtime.Poller[T], poll pollPolicy, first *http.Response) error {
+	var hint http.Header
+	if first != nil {
+		hint = first.Header
+	}
+	for attempt := 0; !poller.Done(); attempt++ {
+		if err := sleep(ctx, poll.delay(attempt, retryAfter(hint))); err != nil {
+			return err
+		}
 		presp, err := poller.Poll(ctx)
 		if err != nil {
-			var zero T
-			return zero, err
+			return err
 		}
-		if poller.Done() {
-			break
-		}
-		wait := min(delay, pollMax)
-		if ra := retryAfter(presp.Header); ra > 0 {
-			wait = min(ra, pollMax)
-		}
-		delay *= 2
-		if err := sleep(ctx, wait); err != nil {
-			var zero T
-			return zero, err
-		}
+		hint = presp.Header
 	}
-	return poller.Result(ctx)
+	return nil
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
@@ -37,7 +39,7 @@ func NewScaleSet(cfg Config, cred azcore.TokenCredential) (*ScaleSetClient, erro
 	if err != nil {
 		return nil, err
 	}
-	opts, err := armOptions(cfg)
+	opts, _, err := armOptions(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -99,11 +101,12 @@ func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (
 	if err != nil {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: err}
 	}
-	// The profile names configurations; the NIC says which address each holds.
+	// The profile names configurations; the NIC says which address each holds. Only cns's
+	// own may be removed; every other one is carried through as the profile has it.
 	remove := map[string]bool{}
 	for _, a := range ch.Remove {
 		for _, ipc := range iface.Properties.IPConfigurations {
-			if got, ok := configAddr(ipc); ok && got == a && ipc != primary && ipc.Name != nil {
+			if got, ok := configAddr(ipc); ok && got == a && ipc != primary && own(ipc) {
 				remove[strings.ToLower(*ipc.Name)] = true
 			}
 		}
@@ -116,21 +119,27 @@ func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (
 		kept = append(kept, ipc)
 	}
 	for range ch.Add {
-		kept = append(kept, &armcompute.VirtualMachineScaleSetIPConfiguration{Name: to.Ptr("cns-" + randomSuffix()),
+		kept = append(kept, &armcompute.VirtualMachineScaleSetIPConfiguration{Name: to.Ptr(cloud.OwnConfigPrefix + randomSuffix()),
 			Properties: &armcompute.VirtualMachineScaleSetIPConfigurationProperties{Primary: to.Ptr(false),
 				PrivateIPAddressVersion: to.Ptr(armcompute.IPVersionIPv4),
 				Subnet:                  &armcompute.APIEntityReference{ID: primary.Properties.Subnet.ID}}})
 	}
 	conf.Properties.IPConfigurations = kept
-	poller, err := c.vms.BeginUpdate(ctx, c.rg, c.ss, c.instance, vm,
+	var put *http.Response
+	poller, err := c.vms.BeginUpdate(policy.WithCaptureResponse(ctx, &put), c.rg, c.ss, c.instance, vm,
 		&armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions{IfMatch: vm.Etag})
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("update scale-set VM %s: %w", c.name(), err))
 	}
-	if _, err := await(ctx, poller, c.base.pollMax); err != nil {
+	if err := drive(ctx, poller, c.base.poll, put); err != nil {
+		return cloud.NIC{}, accepted(classify(fmt.Errorf("poll scale-set VM %s update: %w", c.name(), err)))
+	}
+	if _, err := poller.Result(ctx); err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("scale-set VM %s update: %w", c.name(), err))
 	}
-	return c.GetNIC(ctx)
+	// The instance's answer names configurations, not addresses: read the NIC for those.
+	n, err := c.GetNIC(ctx)
+	return n, accepted(err)
 }
 
 // nicConfig is the instance's network profile entry for cns's NIC.
