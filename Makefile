@@ -18,8 +18,12 @@ RUN_DIR  := $(CURDIR)/.run
 RUN_SUB  := 00000000-0000-0000-0000-000000000000
 RUN_RG   := vnet-rg
 RUN_NIC  := node0-nic
-MOCKARM_FLAGS ?= --listen 127.0.0.1:10080 --state $(RUN_DIR)/mockarm.json --subscription $(RUN_SUB) --resource-group $(RUN_RG) --admin
-CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscription $(RUN_SUB) --resource-group $(RUN_RG) \
+# mockarm wants bearer tokens like ARM; make run's cns has no IMDS on loopback, so it uses
+# --auth static with the token mockarm is told to accept.
+RUN_TOKEN := mock
+MOCKARM_FLAGS ?= --listen 127.0.0.1:10080 --state $(RUN_DIR)/mockarm.json --subscription $(RUN_SUB) --resource-group $(RUN_RG) --admin \
+                 --static-token $(RUN_TOKEN)
+CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --static-token $(RUN_TOKEN) --subscription $(RUN_SUB) --resource-group $(RUN_RG) \
                  --nic $(RUN_NIC) --socket $(RUN_DIR)/cns.sock --state $(RUN_DIR)/cns.db --release-spool $(RUN_DIR)/release-spool \
                  --listen 127.0.0.1:10090 --metrics-listen 127.0.0.1:10092
 
