@@ -23,7 +23,11 @@ var (
 	bucketReleases    = []byte("pending-releases")
 	bucketMeta        = []byte("meta")
 	keySchema         = []byte("schema")
-	schemaVersion     = []byte("1")
+	// schemaVersion 2: allocation records are versioned (record.go) and carry the network.
+	// A schema 1 file is read (its v1 records are migrated); a cns that reads only schema 1
+	// refuses a schema 2 file rather than misreading its records.
+	schemaVersion = []byte("2")
+	schemaV1      = []byte("1")
 )
 
 // Allocation is one assigned address; its disk form is allocRecord (record.go).
@@ -94,7 +98,7 @@ func openDB(path string) (*bolt.DB, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) {
+		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) && string(v) != string(schemaV1) {
 			return fmt.Errorf("state schema %q, this cns reads %q", v, schemaVersion)
 		}
 		return meta.Put(keySchema, schemaVersion)
