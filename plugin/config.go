@@ -90,8 +90,9 @@ func parseConfig(stdin []byte) (*Config, error) {
 // ignored, since DEL uses none of them. Only what DEL needs must be readable: the network
 // name, the cns socket, the spool and the timeout.
 func parseDelConfig(stdin []byte) (*Config, error) {
+	// A Decoder, as ADD's parsing uses, so both read the same first JSON value.
 	var c Config
-	if err := json.Unmarshal(stdin, &c); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(stdin)).Decode(&c); err != nil {
 		// A field of ours with a wrong type: fall back to the fields every config has, so
 		// the defaults (socket, spool) still let DEL release the address.
 		var base struct {
@@ -99,7 +100,7 @@ func parseDelConfig(stdin []byte) (*Config, error) {
 			CNSSocket    string `json:"cnsSocket"`
 			ReleaseSpool string `json:"releaseSpool"`
 		}
-		if berr := json.Unmarshal(stdin, &base); berr != nil {
+		if berr := json.NewDecoder(bytes.NewReader(stdin)).Decode(&base); berr != nil {
 			return nil, fmt.Errorf("%w: %w", errConfig, err)
 		}
 		c = Config{PluginConf: types.PluginConf{CNIVersion: base.CNIVersion, Name: base.Name, Type: base.Type},

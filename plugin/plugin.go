@@ -240,10 +240,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if other == "" {
-		if err := teardownDatapath(args.Netns, args.IfName, hostName); err != nil {
-			return err
-		}
+	if other != "" {
+		// The key is another network's live attachment: nothing here is this network's to
+		// remove, and no release is spooled that could later free that pod's address.
+		return nil
+	}
+	if err := teardownDatapath(args.Netns, args.IfName, hostName); err != nil {
+		return err
 	}
 	client, err := p.Dial(conf)
 	if err != nil && !errors.Is(err, errUnreachable) {
