@@ -46,6 +46,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "loopback address for Prometheus /metrics; empty disables")
 	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file (bbolt)")
 	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
+	fs.StringVar(&c.Pool.LegacyNetwork, "legacy-network", DefaultLegacyNetwork, "CNI network (conflist name) of allocations recorded before networks were: older state, legacy veth labels, older plugins")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")

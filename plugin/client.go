@@ -17,8 +17,8 @@ import (
 // CNS is what the plugin needs from cns. Implemented by grpcCNS; tests may substitute.
 type CNS interface {
 	RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)
-	ReleaseIPs(ctx context.Context, containerID, ifname string) error
-	GarbageCollect(ctx context.Context, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error)
+	ReleaseIPs(ctx context.Context, network, containerID, ifname string) error
+	GarbageCollect(ctx context.Context, network string, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error)
 	Status(ctx context.Context) (*cnsv1.StatusResponse, error)
 	ListAllocations(ctx context.Context) ([]*cnsv1.Allocation, error)
 	Close() error
@@ -105,13 +105,13 @@ func (g *grpcCNS) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) 
 	return r, wrap("RequestIPs", err)
 }
 
-func (g *grpcCNS) ReleaseIPs(ctx context.Context, containerID, ifname string) error {
-	_, err := g.ipam.ReleaseIPs(ctx, &cnsv1.ReleaseIPsRequest{ContainerId: containerID, Ifname: ifname})
+func (g *grpcCNS) ReleaseIPs(ctx context.Context, network, containerID, ifname string) error {
+	_, err := g.ipam.ReleaseIPs(ctx, &cnsv1.ReleaseIPsRequest{ContainerId: containerID, Ifname: ifname, Network: network})
 	return wrap("ReleaseIPs", err)
 }
 
-func (g *grpcCNS) GarbageCollect(ctx context.Context, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error) {
-	r, err := g.ipam.GarbageCollect(ctx, &cnsv1.GarbageCollectRequest{ValidAttachments: valid})
+func (g *grpcCNS) GarbageCollect(ctx context.Context, network string, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error) {
+	r, err := g.ipam.GarbageCollect(ctx, &cnsv1.GarbageCollectRequest{ValidAttachments: valid, Network: network})
 	return r, wrap("GarbageCollect", err)
 }
 

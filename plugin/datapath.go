@@ -287,28 +287,6 @@ func hasRoute(link netlink.Link, dst *net.IPNet, gw net.IP) bool {
 	return false
 }
 
-// sweepHostVeths deletes host veths of ours (prefix, veth) not in keep, and returns them.
-func sweepHostVeths(keep map[string]bool) ([]string, error) {
-	links, err := netlinksafe.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	var removed []string
-	var errs []error
-	for _, l := range links {
-		name := l.Attrs().Name
-		if _, veth := l.(*netlink.Veth); !veth || !strings.HasPrefix(name, hostVethPrefix) || len(name) != len(hostVethPrefix)+11 || keep[name] {
-			continue
-		}
-		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
-			continue
-		}
-		removed = append(removed, name)
-	}
-	return removed, errors.Join(errs...)
-}
-
 // BuildDatapath builds the transparent datapath for ip with no IPAM, from the node
 // namespace (the current one): the kernel floor that make bench compares ADD against.
 func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Addr, mtu int) error {
