@@ -19,15 +19,11 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
-var (
-	_ NICAPI = (*azure.Client)(nil)
-	_ Store  = (*store.Store)(nil)
-)
+var _ Store = (*store.Store)(nil)
 
 // Run serves cns until ctx ends, then shuts down in order: stop taking RPCs (letting those
 // in flight finish), let the pool loop finish its cloud write, close the store.
@@ -35,9 +31,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	nic, err := azure.New(cfg.Azure)
+	nic, err := connectCloud(ctx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("cloud client: %w", err)
+		return fmt.Errorf("cloud: %w", err)
 	}
 	var recovered int
 	st, movedAside, err := store.OpenRebuilding(cfg.StatePath, log, func() ([]store.Allocation, error) {

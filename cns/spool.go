@@ -43,7 +43,7 @@ func (m *Manager) replaySpool(dir string) {
 			continue
 		}
 		k := ipampool.Key{ContainerID: r.ContainerID, IfName: r.IfName}
-		if !m.replayOne(k, r.At, path) {
+		if !m.replayOne(k, r.Network, r.At, path) {
 			continue
 		}
 		if err := os.Remove(path); err != nil {
@@ -55,7 +55,7 @@ func (m *Manager) replaySpool(dir string) {
 // replayOne applies one record; false keeps the file for a later replay. The age check and
 // the release happen under k's key lock, so an ADD of the same key between them (whose newer
 // allocation the record does not concern) cannot be released by mistake.
-func (m *Manager) replayOne(k ipampool.Key, at time.Time, path string) bool {
+func (m *Manager) replayOne(k ipampool.Key, network string, at time.Time, path string) bool {
 	unlock, ok := m.keys.tryLock(k)
 	if !ok {
 		m.log.Info("spooled release: key in use, replaying later", "containerID", k.ContainerID, "ifname", k.IfName)
@@ -66,7 +66,7 @@ func (m *Manager) replayOne(k ipampool.Key, at time.Time, path string) bool {
 	if !ok || !g.Entry.AssignedAt.Before(at) {
 		return true
 	}
-	if _, err := m.releaseHeld(k); err != nil {
+	if _, err := m.releaseHeld(k, network); err != nil { // "" (older plugins): any network
 		m.log.Error("replay spooled release; will retry", "containerID", k.ContainerID, "file", path, "err", err)
 		return false
 	}
