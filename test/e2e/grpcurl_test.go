@@ -73,7 +73,7 @@ func TestDocumentedGrpcurlCommandsWork(t *testing.T) {
 	runDir := filepath.Join(dir, ".run")
 	armAddr, tcpAddr := freePort(t), freePort(t)
 	socket := filepath.Join(runDir, "cns.sock")
-	startProc(t, dir, "mockarm", "--listen", armAddr)
+	startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr)
 	cns := startProc(t, dir, "cns", "--arm-endpoint", "http://"+armAddr, "--auth", "static",
 		"--subscription", "00000000-0000-0000-0000-000000000000", "--resource-group", "vnet-rg", "--nic", "node0-nic",
 		"--socket", socket, "--state", filepath.Join(runDir, "cns.db"), "--release-spool", filepath.Join(runDir, "spool"),
