@@ -4,10 +4,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/k8s"
 	"github.com/vnet-cni/vnet-cni/ipampool"
 )
 
@@ -19,7 +22,9 @@ type Config struct {
 	MetricsListen string // loopback HTTP address of /metrics; empty disables
 	StatePath     string // bbolt state file
 	LogLevel      string
+	LogFormat     string // text or json
 	Azure         azure.Config
+	Kube          k8s.Config
 	Pool          ManagerConfig
 }
 
@@ -27,7 +32,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
-		StatePath: "/var/lib/cns/state.db", LogLevel: "info",
+		StatePath: "/var/lib/cns/state.db", LogLevel: "info", LogFormat: "text",
+		Kube:  k8s.Config{Timeout: 30 * time.Second, GCGrace: 2 * time.Minute},
 		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
 			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
@@ -42,6 +48,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file (bbolt)")
 	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (one object per line, for log collectors)")
+	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the API server; empty: in-cluster config inside a pod, no API server outside")
+	fs.StringVar(&c.Kube.NodeName, "node-name", c.Kube.NodeName, "this node's name in the API server (default $NODE_NAME, then the host name)")
+	fs.DurationVar(&c.Kube.Timeout, "api-timeout", c.Kube.Timeout, "deadline of one API server call")
+	fs.DurationVar(&c.Kube.GCGrace, "pod-gc-grace", c.Kube.GCGrace, "how long an allocation's pod must be gone from the API server before its address is released")
 
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC")
@@ -98,8 +109,30 @@ func (c *Config) Validate() error {
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if err := validateKube(c.Kube); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
 		errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
 	}
 	return errors.Join(errs...)
+}
+
+// NewLogger returns the logger --log-level and --log-format ask for, writing to w.
+func (c *Config) NewLogger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 }

@@ -62,12 +62,13 @@ func ownerOf(req *cnsv1.RequestIPsRequest) (ipampool.Owner, error) {
 	for _, f := range []struct {
 		name, v string
 		limit   int
-	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName}} {
+	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName},
+		{"pod_uid", req.GetPodUid(), maxK8sName}} {
 		if err := checkField(f.name, f.v, f.limit, false); err != nil {
 			return ipampool.Owner{}, err
 		}
 	}
-	return ipampool.Owner{Key: k, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), Netns: req.GetNetns()}, nil
+	return ipampool.Owner{Key: k, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), PodUID: req.GetPodUid(), Netns: req.GetNetns()}, nil
 }
 
 func (s *ipamService) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {

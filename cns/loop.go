@@ -63,6 +63,9 @@ func (m *Manager) nextWake() time.Duration {
 	if t, ok := m.pool.NextExpiry(); ok {
 		wake = min(wake, t.Sub(now))
 	}
+	if !m.demandWake.IsZero() {
+		wake = min(wake, m.demandWake.Sub(now))
+	}
 	if m.failures > 0 {
 		wake = max(wake, m.nextAttempt.Sub(now))
 		wake = min(wake, m.reconcileAt.Sub(now))
@@ -119,7 +122,13 @@ func (m *Manager) decideLocked(now time.Time) (ch *cloud.Change, freshRelease []
 	if pr := m.pool.PendingReleases(); len(pr) > 0 {
 		return &cloud.Change{ETag: m.nicState.ETag, Remove: pr}, nil
 	}
-	d := ipampool.Decide(m.pool.Counts(), m.waiters, m.cfg.Limits)
+	demand, hold := m.demandLocked(now)
+	d := ipampool.Decide(m.pool.Counts(), demand, m.cfg.Limits)
+	if d.Add > 0 && hold > 0 {
+		m.demandWake = now.Add(hold) // a burst of bound pods is still arriving
+		return nil, nil
+	}
+	m.demandWake, m.demandSince = time.Time{}, time.Time{}
 	switch {
 	case d.Add > 0:
 		if m.addCap > 0 {

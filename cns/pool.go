@@ -73,6 +73,9 @@ type Manager struct {
 	nicWrites   uint64
 	reconcileAt time.Time
 	stopping    bool
+	pods        PodSource // nil without an API server (demand.go)
+	demandSince time.Time // since when growth for bound pods alone has been held
+	demandWake  time.Time // when a held growth is due
 }
 
 // NewManager builds a manager over an empty pool; call Restore, then Run.

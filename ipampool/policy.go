@@ -59,7 +59,9 @@ type Decision struct {
 }
 
 // Decide returns the next action for a pool with counts c and waiters requests blocked on an
-// empty pool, when no cloud write is in flight.
+// empty pool, when no cloud write is in flight. With the API server watched, waiters is the
+// demand: the larger of the blocked requests and the pods bound to the node without an
+// address, so the pool grows for pods before their requests arrive.
 //
 // Growth is demand-aware: one write asks for every waiter plus the warm buffer (min free),
 // rounded up to the batch size and capped by MaxIPs, rather than one batch per round trip.

@@ -45,6 +45,7 @@ type Owner struct {
 	Key
 	PodNamespace string
 	PodName      string
+	PodUID       string // empty when the runtime did not pass K8S_POD_UID
 	Netns        string
 }
 

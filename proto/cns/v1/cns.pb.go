@@ -163,7 +163,10 @@ type RequestIPsRequest struct {
 	// pod_namespace is the Kubernetes namespace of the pod (informational).
 	PodNamespace string `protobuf:"bytes,4,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
 	// pod_name is the Kubernetes name of the pod (informational).
-	PodName       string `protobuf:"bytes,5,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	PodName string `protobuf:"bytes,5,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	// pod_uid is the pod's Kubernetes UID (CNI_ARGS K8S_POD_UID). With the API server watched,
+	// cns releases an allocation whose pod is gone or was recreated under another UID.
+	PodUid        string `protobuf:"bytes,10,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +232,13 @@ func (x *RequestIPsRequest) GetPodNamespace() string {
 func (x *RequestIPsRequest) GetPodName() string {
 	if x != nil {
 		return x.PodName
+	}
+	return ""
+}
+
+func (x *RequestIPsRequest) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
 	}
 	return ""
 }
@@ -1221,7 +1231,9 @@ type Allocation struct {
 	// assigned_at is when the address was assigned.
 	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
 	// missing is true when the NIC no longer holds the address.
-	Missing       bool `protobuf:"varint,8,opt,name=missing,proto3" json:"missing,omitempty"`
+	Missing bool `protobuf:"varint,8,opt,name=missing,proto3" json:"missing,omitempty"`
+	// pod_uid is the owner's Kubernetes UID.
+	PodUid        string `protobuf:"bytes,10,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1310,6 +1322,13 @@ func (x *Allocation) GetMissing() bool {
 		return x.Missing
 	}
 	return false
+}
+
+func (x *Allocation) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
+	}
+	return ""
 }
 
 // ListAllocationsResponse lists every allocation, ordered by address.
@@ -1481,13 +1500,15 @@ var File_cns_v1_cns_proto protoreflect.FileDescriptor
 
 const file_cns_v1_cns_proto_rawDesc = "" +
 	"\n" +
-	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
+	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n" +
 	"\x11RequestIPsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x14\n" +
 	"\x05netns\x18\x03 \x01(\tR\x05netns\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
-	"\bpod_name\x18\x05 \x01(\tR\apodName\")\n" +
+	"\bpod_name\x18\x05 \x01(\tR\apodName\x12\x17\n" +
+	"\apod_uid\x18\n" +
+	" \x01(\tR\x06podUid\")\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\"\x9c\x01\n" +
 	"\bIPConfig\x12\x18\n" +
@@ -1553,7 +1574,7 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1d\n" +
 	"\n" +
 	"nic_writes\x18\t \x01(\x04R\tnicWrites\"\x18\n" +
-	"\x16ListAllocationsRequest\"\x8e\x02\n" +
+	"\x16ListAllocationsRequest\"\xa7\x02\n" +
 	"\n" +
 	"Allocation\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12!\n" +
@@ -1564,7 +1585,9 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\x05netns\x18\x06 \x01(\tR\x05netns\x12;\n" +
 	"\vassigned_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x12\x18\n" +
-	"\amissing\x18\b \x01(\bR\amissing\"O\n" +
+	"\amissing\x18\b \x01(\bR\amissing\x12\x17\n" +
+	"\apod_uid\x18\n" +
+	" \x01(\tR\x06podUid\"O\n" +
 	"\x17ListAllocationsResponse\x124\n" +
 	"\vallocations\x18\x01 \x03(\v2\x12.cns.v1.AllocationR\vallocations\"\x12\n" +
 	"\x10WatchPoolRequest\"\xc6\x01\n" +
