@@ -137,8 +137,8 @@ test: build tools k8s-bins lint proto-check fuzz
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # Performance side by side with ptp + host-local (needs root); writes bench/results.json.
-bench: build $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
-	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
+bench: build k8s-bins $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
+	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build
@@ -146,6 +146,12 @@ demo: build
 
 demo-down: build
 	bin/vnet-demo --down --work $(RUN_DIR)/demo
+
+# The node image (cns, vnet-cni, install-cni, conflist; FROM scratch) as a tarball, without
+# Docker: `ctr -n k8s.io images import <tar>`. The last line is the tarball's path and the reference.
+IMAGE_REF ?= localhost/vnet-cni:dev
+image: build
+	@bin/vnet-image --bin bin --ref $(IMAGE_REF) --out $(CURDIR)/bin/vnet-cni-image.tar
 
 # Install the plugin where kubelet/containerd look for it, its conflist, and the cns daemon.
 # DESTDIR stages into another root (packaging).

@@ -52,15 +52,16 @@ type Burst struct {
 
 // Results is results.json.
 type Results struct {
-	Machine    string  `json:"machine"`
-	AddMs      Latency `json:"add_ms"`
-	DelMs      Latency `json:"del_ms"`
-	PairsPerS  float64 `json:"pairs_per_s"`
-	Burst      Burst   `json:"burst"`
-	CNSRSSMiB  float64 `json:"cns_rss_mib"`
-	FloorAddMs float64 `json:"floor_add_ms"`
-	FloorDelMs float64 `json:"floor_del_ms"`
-	Iterations int     `json:"iterations"`
+	Machine    string   `json:"machine"`
+	AddMs      Latency  `json:"add_ms"`
+	DelMs      Latency  `json:"del_ms"`
+	PairsPerS  float64  `json:"pairs_per_s"`
+	Burst      Burst    `json:"burst"`
+	APIBurst   APIBurst `json:"api_burst"`
+	CNSRSSMiB  float64  `json:"cns_rss_mib"`
+	FloorAddMs float64  `json:"floor_add_ms"`
+	FloorDelMs float64  `json:"floor_del_ms"`
+	Iterations int      `json:"iterations"`
 }
 
 // Run measures everything and writes the table to w.
@@ -76,6 +77,7 @@ func Run(ctx context.Context, w io.Writer, c Config) (*Results, error) {
 		{"warm ADD/DEL vs ptp+host-local", latency},
 		{"gRPC pairs/s", pairs},
 		{"burst of 200", burst},
+		{"burst of 200 bound in the API server", apiBurst},
 		{"cns memory", memory},
 		{"kernel floor", floor},
 	}
@@ -212,6 +214,7 @@ func printTable(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs, 64 clients, unix socket, fsynced | %.0f pairs/s | | | ≥ 5,000 |\n", r.PairsPerS)
 	fmt.Fprintf(w, "| burst: %d ADDs, pool at min free, 1 s per NIC write | %.2f s, %d failed, %d NIC writes | | | ≤ 3 s, 0, ≤ 3 |\n",
 		r.Burst.Pods, r.Burst.Seconds, r.Burst.Failed, r.Burst.NICWrites)
+	printAPIBurst(w, r)
 	fmt.Fprintf(w, "| cns RSS, idle, 250 addresses assigned | %.1f MiB | | | ≤ 30 MiB |\n", r.CNSRSSMiB)
 	fmt.Fprintf(w, "| kernel floor (same netlink work, one process, no IPAM) | ADD %.1f ms, DEL %.1f ms | | ADD %.2f× floor | |\n",
 		r.FloorAddMs, r.FloorDelMs, r.AddMs.Ours/max(r.FloorAddMs, 0.001))
