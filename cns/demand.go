@@ -38,24 +38,24 @@ func (m *Manager) UsePods(p PodSource) {
 	m.pods = p
 }
 
-// demandLocked returns the demand the policy sees — the requests waiting on an empty pool,
-// or the pods bound to the node that hold no address yet, whichever is more (a waiting
-// request is usually one of those pods) — and how long to hold a growth that only the
-// bound pods call for while their burst is still arriving.
-func (m *Manager) demandLocked(now time.Time) (demand int, hold time.Duration) {
+// demandLocked returns the pods bound to the node that hold no address yet (the policy
+// serves the larger of them and the requests waiting: a waiting request is usually one of
+// those pods), and how long to hold a growth that only the bound pods call for while their
+// burst is still arriving. in is the policy's input without them.
+func (m *Manager) demandLocked(now time.Time, in ipampool.Input) (bound int, hold time.Duration) {
 	if m.pods == nil {
-		return m.waiters, 0
+		return 0, 0
 	}
 	pods, changed, synced := m.pods.Snapshot()
 	if !synced {
-		return m.waiters, 0
+		return 0, 0
 	}
-	bound := unplaced(pods, m.pool.Entries())
-	if bound <= m.waiters {
+	bound = unplaced(pods, m.pool.Entries())
+	if bound <= in.Waiters {
 		m.demandSince = time.Time{}
-		return m.waiters, 0
+		return bound, 0
 	}
-	if ipampool.Decide(m.pool.Counts(), m.waiters, m.cfg.Limits).Add > 0 {
+	if ipampool.Decide(in).Add > 0 {
 		return bound, 0 // growing anyway: size the write for the bound pods too
 	}
 	if m.demandSince.IsZero() {
