@@ -15,6 +15,7 @@ CNI_PLUGINS_VERSION        ?= v1.9.1
 # test/k8s/build (k8s.io/kubernetes with its staging modules replaced; etcd likewise).
 K8S_VERSION                ?= v1.35.4
 ETCD_VERSION               ?= v3.6.16
+CRICTL_VERSION             ?= v1.34.0
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
 RUN_DIR  := $(CURDIR)/.run
@@ -28,7 +29,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench proto proto-check tools lint install demo demo-down clean k8s-bins image
+.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean k8s-bins image
 
 all: build
 
@@ -59,6 +60,7 @@ $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION):
 	@mkdir -p $(REF_CNI)
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/ptp@$(CNI_PLUGINS_VERSION)
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/ipam/host-local@$(CNI_PLUGINS_VERSION)
+	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/loopback@$(CNI_PLUGINS_VERSION)
 	@touch $@
 
 # etcd + kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
@@ -79,6 +81,15 @@ $(K8S_BIN)/.stamp-k8s: test/k8s/build/k8s/go.mod test/k8s/build/k8s/go.sum
 	@touch $@
 k8s-bins: $(K8S_BIN)/.stamp-etcd-$(ETCD_VERSION) $(K8S_BIN)/.stamp-k8s
 	@$(K8S_BIN)/kube-apiserver --version && $(K8S_BIN)/etcd --version | head -1
+# make bench's containerd step: containerd and runc from Debian, crictl from the Go module proxy.
+$(TOOLS)/.crictl-$(CRICTL_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
+	@touch $@
+
+bench-deps: $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION) $(TOOLS)/.crictl-$(CRICTL_VERSION)
+	@command -v containerd >/dev/null && command -v runc >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; }
 
 tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
 
@@ -137,8 +148,13 @@ test: build tools k8s-bins lint proto-check fuzz
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # Performance side by side with ptp + host-local (needs root); writes bench/results.json.
-bench: build k8s-bins $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
-	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
+# cns runs with make run's pool flags and its state on disk; the containerd step uses
+# Debian's containerd + runc and a pause image built here (no Docker).
+# The API-server burst runs the pinned kube-apiserver + etcd (k8s-bins).
+bench: build bench-deps k8s-bins
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
+	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
+	  --pause $(RUN_DIR)/bench-pause --work $(RUN_DIR)/bench --out bench/results.json
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build
