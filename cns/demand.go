@@ -27,7 +27,7 @@ var _ PodSource = (*k8s.Pods)(nil)
 // demandHold, so that one NIC write covers the whole burst instead of its first pod. A
 // request that finds the pool empty never waits for this: waiters are served at once.
 const (
-	demandSettle = 50 * time.Millisecond
+	demandSettle = 100 * time.Millisecond
 	demandHold   = time.Second
 )
 
