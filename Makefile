@@ -11,6 +11,10 @@ PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.9.3
 CNITOOL_VERSION            ?= v1.3.0
 CNI_PLUGINS_VERSION        ?= v1.9.1
+# Real Kubernetes for the tests, built from the Go module proxy by the scratch modules in
+# test/k8s/build (k8s.io/kubernetes with its staging modules replaced; etcd likewise).
+K8S_VERSION                ?= v1.35.4
+ETCD_VERSION               ?= v3.6.16
 CRICTL_VERSION             ?= v1.34.0
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
@@ -29,7 +33,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --static-to
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean
+.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean k8s-bins image
 
 all: build
 
@@ -63,6 +67,24 @@ $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION):
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/loopback@$(CNI_PLUGINS_VERSION)
 	@touch $@
 
+# etcd + kube-apiserver, kubectl, kube-controller-manager, kube-scheduler, kubelet, kube-proxy,
+# cached under .tools/k8s-$(K8S_VERSION) (a stamp per version: a warm run does nothing). Cold:
+# ~5 min on 2 cores; one `go build` for the six Kubernetes commands parallelises best.
+K8S_BIN := $(CURDIR)/.tools/k8s-$(K8S_VERSION)
+K8S_LDFLAGS := -s -w $(foreach p,k8s.io/component-base/version k8s.io/client-go/pkg/version,\
+  -X $(p).gitVersion=$(K8S_VERSION) -X $(p).gitMajor=1 -X $(p).gitMinor=$(word 2,$(subst ., ,$(K8S_VERSION))) -X $(p).gitTreeState=clean)
+K8S_CMDS := kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet kube-proxy
+$(K8S_BIN)/.stamp-etcd-$(ETCD_VERSION): test/k8s/build/etcd/go.mod test/k8s/build/etcd/go.sum
+	@mkdir -p $(K8S_BIN)
+	cd test/k8s/build/etcd && CGO_ENABLED=0 GOFLAGS=-modcacherw $(GO) build -trimpath -ldflags "-s -w" -o $(K8S_BIN)/etcd go.etcd.io/etcd/server/v3
+	@touch $@
+$(K8S_BIN)/.stamp-k8s: test/k8s/build/k8s/go.mod test/k8s/build/k8s/go.sum
+	@mkdir -p $(K8S_BIN)
+	cd test/k8s/build/k8s && CGO_ENABLED=0 GOFLAGS=-modcacherw $(GO) build -trimpath -ldflags "$(K8S_LDFLAGS)" -o $(K8S_BIN)/ \
+	  $(addprefix k8s.io/kubernetes/cmd/,$(K8S_CMDS))
+	@touch $@
+k8s-bins: $(K8S_BIN)/.stamp-etcd-$(ETCD_VERSION) $(K8S_BIN)/.stamp-k8s
+	@$(K8S_BIN)/kube-apiserver --version && $(K8S_BIN)/etcd --version | head -1
 # make bench's containerd step: containerd and runc from Debian, crictl from the Go module proxy.
 $(TOOLS)/.crictl-$(CRICTL_VERSION):
 	@mkdir -p $(TOOLS)
@@ -124,17 +146,18 @@ fuzz:
 	  fi; \
 	done
 
-test: build tools lint proto-check fuzz
+test: build tools k8s-bins lint proto-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
-	VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	VNET_K8S_BIN=$(K8S_BIN) VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # Performance side by side with ptp + host-local (needs root); writes bench/results.json.
 # cns runs with make run's pool flags and its state on disk; the containerd step uses
 # Debian's containerd + runc and a pause image built here (no Docker).
-bench: build bench-deps
+# The API-server burst runs the pinned kube-apiserver + etcd (k8s-bins).
+bench: build bench-deps k8s-bins
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
-	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
+	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
 	  --pause $(RUN_DIR)/bench-pause --work $(RUN_DIR)/bench --out bench/results.json
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
@@ -143,6 +166,12 @@ demo: build
 
 demo-down: build
 	bin/vnet-demo --down --work $(RUN_DIR)/demo
+
+# The node image (cns, vnet-cni, install-cni, conflist; FROM scratch) as a tarball, without
+# Docker: `ctr -n k8s.io images import <tar>`. The last line is the tarball's path and the reference.
+IMAGE_REF ?= localhost/vnet-cni:dev
+image: build
+	@bin/vnet-image --bin bin --ref $(IMAGE_REF) --out $(CURDIR)/bin/vnet-cni-image.tar
 
 # Install the plugin where kubelet/containerd look for it, its conflist, and the cns daemon.
 # DESTDIR stages into another root (packaging).

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/netip"
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/imds"
+	"github.com/vnet-cni/vnet-cni/cns/k8s"
 	"github.com/vnet-cni/vnet-cni/ipampool"
 )
 
@@ -20,11 +23,13 @@ type Config struct {
 	MetricsListen string // loopback HTTP address of /metrics; empty disables
 	StatePath     string // bbolt state file
 	LogLevel      string
+	LogFormat     string // text or json
 	Azure         azure.Config
 	// IMDSEndpoint is the instance metadata service asked for what flags leave out.
 	IMDSEndpoint string
 	// BootstrapTimeout bounds finding the node's NIC at start (IMDS, token, ARM lookups).
 	BootstrapTimeout time.Duration
+	Kube             k8s.Config
 	Pool             ManagerConfig
 }
 
@@ -32,7 +37,8 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
-		StatePath: "/var/lib/cns/state.db", LogLevel: "info", IMDSEndpoint: imds.Endpoint, BootstrapTimeout: 2 * time.Minute,
+		StatePath: "/var/lib/cns/state.db", LogLevel: "info", LogFormat: "text", IMDSEndpoint: imds.Endpoint, BootstrapTimeout: 2 * time.Minute,
+		Kube:  k8s.Config{Timeout: 30 * time.Second, GCGrace: 2 * time.Minute},
 		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
 			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
@@ -48,6 +54,11 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
 	fs.StringVar(&c.Pool.LegacyNetwork, "legacy-network", DefaultLegacyNetwork, "CNI network (conflist name) of allocations recorded before networks were: older state, legacy veth labels, older plugins")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json (one object per line, for log collectors)")
+	fs.StringVar(&c.Kube.Kubeconfig, "kubeconfig", c.Kube.Kubeconfig, "kubeconfig of the API server; empty: in-cluster config inside a pod, no API server outside")
+	fs.StringVar(&c.Kube.NodeName, "node-name", c.Kube.NodeName, "this node's name in the API server (default $NODE_NAME, then the host name)")
+	fs.DurationVar(&c.Kube.Timeout, "api-timeout", c.Kube.Timeout, "deadline of one API server call")
+	fs.DurationVar(&c.Kube.GCGrace, "pod-gc-grace", c.Kube.GCGrace, "how long an allocation's pod must be gone from the API server before its address is released")
 
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC; default from IMDS")
@@ -119,8 +130,30 @@ func (c *Config) Validate() error {
 	if c.Azure.NeedsIMDS() && c.IMDSEndpoint == "" {
 		errs = append(errs, errors.New("--imds-endpoint is empty and --subscription, --resource-group, --nic do not name the NIC"))
 	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("--log-format %q: want text or json", c.LogFormat))
+	}
+	if err := validateKube(c.Kube); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Azure.PollInterval < 0 {
 		errs = append(errs, errors.New("--lro-poll-interval must not be negative"))
 	}
 	return errors.Join(errs...)
+}
+
+// NewLogger returns the logger --log-level and --log-format ask for, writing to w.
+func (c *Config) NewLogger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	o := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
 }

@@ -72,6 +72,9 @@ func (m *Manager) nextWake() time.Duration {
 	if t, ok := m.pool.NextExpiry(); ok {
 		wake = min(wake, t.Sub(now))
 	}
+	if !m.demandWake.IsZero() {
+		wake = min(wake, m.demandWake.Sub(now))
+	}
 	if m.failures > 0 {
 		wake = max(wake, m.nextAttempt.Sub(now))
 		wake = min(wake, m.reconcileAt.Sub(now))
@@ -100,7 +103,10 @@ func (m *Manager) step(ctx context.Context) {
 		m.mu.Unlock()
 		return
 	}
-	d := ipampool.Decide(m.inputLocked())
+	in := m.inputLocked()
+	var hold time.Duration
+	in.Bound, hold = m.demandLocked(now, in)
+	d := ipampool.Decide(in)
 	// Cancelling a queued release costs no cloud call, so it happens even while backing off.
 	cancelled := m.cancelReleasesLocked(d.Cancel, now)
 	if now.Before(m.nextAttempt) {
@@ -108,6 +114,13 @@ func (m *Manager) step(ctx context.Context) {
 		m.forget(cancelled)
 		return
 	}
+	if d.Add > 0 && hold > 0 { // a burst of bound pods is still arriving: one write for all of it
+		m.demandWake = now.Add(hold)
+		m.mu.Unlock()
+		m.forget(cancelled)
+		return
+	}
+	m.demandWake, m.demandSince = time.Time{}, time.Time{}
 	ch, fresh := m.changeLocked(d, now)
 	if ch == nil {
 		m.mu.Unlock()

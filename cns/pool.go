@@ -78,6 +78,9 @@ type Manager struct {
 	nicWrites   uint64
 	reconcileAt time.Time
 	stopping    bool
+	pods        PodSource // nil without an API server (demand.go)
+	demandSince time.Time // since when growth for bound pods alone has been held
+	demandWake  time.Time // when a held growth is due
 
 	// unsettled: a write may have changed the NIC without cns seeing how it ended (timeout,
 	// 5xx, operation Failed), or the NIC was last read Updating. Nothing is decided until a

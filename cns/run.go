@@ -67,6 +67,11 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 	if err := m.Restore(); err != nil {
 		return err
 	}
+	stopKube, err := startKube(ctx, cfg.Kube, m, log)
+	if err != nil {
+		return fmt.Errorf("API server: %w", err)
+	}
+	defer stopKube()
 	unixL, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err

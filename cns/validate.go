@@ -92,7 +92,8 @@ func ownerOf(req *cnsv1.RequestIPsRequest, legacy string) (ipampool.Owner, error
 	for _, f := range []struct {
 		name, v string
 		limit   int
-	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName}} {
+	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName},
+		{"pod_uid", req.GetPodUid(), maxK8sName}} {
 		if err := checkField(f.name, f.v, f.limit, false); err != nil {
 			return ipampool.Owner{}, err
 		}
@@ -101,7 +102,7 @@ func ownerOf(req *cnsv1.RequestIPsRequest, legacy string) (ipampool.Owner, error
 	if network == "" {
 		network = legacy
 	}
-	return ipampool.Owner{Key: k, Network: network, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), Netns: req.GetNetns()}, nil
+	return ipampool.Owner{Key: k, Network: network, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), PodUID: req.GetPodUid(), Netns: req.GetNetns()}, nil
 }
 
 // validSet reads a GarbageCollect request's attachments as a set (leniently, as releases).

@@ -53,6 +53,10 @@ type Input struct {
 	Counts Counts
 	// Waiters are requests blocked on an empty pool.
 	Waiters int
+	// Bound is the pods bound to the node (seen in the API server) that hold no address yet:
+	// demand before their requests arrive. A waiting request is usually one of them, so the
+	// policy serves the larger of Waiters and Bound, not their sum.
+	Bound int
 	// Foreign is how many ip configurations on the NIC are not cns's (an operator's, IPv6
 	// ones) and not already in Counts: they take room under MaxIPs but are never touched.
 	Foreign int
@@ -87,7 +91,8 @@ type Decision struct {
 func Decide(in Input) Decision {
 	c, l := in.Counts, in.Limits
 	free := c.Available + c.Pending
-	need := in.Waiters + l.MinFree - free
+	demand := max(in.Waiters, in.Bound)
+	need := demand + l.MinFree - free
 	if need > 0 {
 		var d Decision
 		if !in.KeepReleases {
@@ -103,7 +108,7 @@ func Decide(in Input) Decision {
 		d.AtLimit = d.Add < need
 		return d
 	}
-	if in.Waiters == 0 && free > l.MaxFree {
+	if demand == 0 && free > l.MaxFree {
 		return Decision{Release: free - l.MaxFree}
 	}
 	return Decision{}

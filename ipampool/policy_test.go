@@ -115,3 +115,30 @@ func TestLimitsValidate(t *testing.T) {
 		})
 	}
 }
+
+// Pods bound to the node without an address are demand like waiting requests: one write for
+// all of them plus the warm buffer, and no shrinking while they wait. A waiting request is
+// usually one of those pods, so demand is the larger of the two, not the sum.
+func TestDecideServesBoundPodsBeforeTheirRequests(t *testing.T) {
+	l := DefaultLimits()
+	for _, tc := range []struct {
+		name           string
+		c              Counts
+		waiters, bound int
+		add, release   int
+	}{
+		{"burst of 200 bound, pool at min free", Counts{Available: 8, Assigned: 8}, 0, 200, 208, 0},
+		{"bound pods already covered by free addresses", Counts{Available: 40}, 0, 10, 0, 0},
+		{"waiters are among the bound pods", Counts{Assigned: 16}, 30, 50, 64, 0},
+		{"more waiters than bound pods seen yet", Counts{Assigned: 16}, 50, 30, 64, 0},
+		{"no shrinking while bound pods wait", Counts{Available: 60}, 0, 30, 0, 0},
+		{"nothing bound: shrink to the high watermark", Counts{Available: 60}, 0, 0, 0, 36},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := Decide(Input{Counts: tc.c, Waiters: tc.waiters, Bound: tc.bound, Limits: l})
+			if d.Add != tc.add || d.Release != tc.release {
+				t.Errorf("Decide = add %d release %d, want add %d release %d", d.Add, d.Release, tc.add, tc.release)
+			}
+		})
+	}
+}

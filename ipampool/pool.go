@@ -50,6 +50,7 @@ type Owner struct {
 	Network      string
 	PodNamespace string
 	PodName      string
+	PodUID       string // empty when the runtime did not pass K8S_POD_UID
 	Netns        string
 }
 

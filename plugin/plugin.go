@@ -44,6 +44,7 @@ type k8sArgs struct {
 	types.CommonArgs
 	K8S_POD_NAMESPACE types.UnmarshallableString //nolint:revive // CNI_ARGS key
 	K8S_POD_NAME      types.UnmarshallableString //nolint:revive // CNI_ARGS key
+	K8S_POD_UID       types.UnmarshallableString //nolint:revive // CNI_ARGS key (kubelet passes it since 1.24)
 }
 
 // parseK8sArgs reads the pod's name and namespace from CNI_ARGS.
@@ -117,7 +118,8 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	// granted here is this attachment's own: the rollback below can only undo what this call
 	// made (the host veth did not exist before, and the grant is ours).
 	resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
-		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name})
+		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name,
+		PodUid: string(ka.K8S_POD_UID)})
 	if err != nil {
 		return err
 	}

@@ -74,7 +74,7 @@ func (n *node) args(cid string, pod ns.NetNS, conf []byte) *skel.CmdArgs {
 		path = pod.Path()
 	}
 	return &skel.CmdArgs{ContainerID: cid, Netns: path, IfName: "eth0", StdinData: conf,
-		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + cid}
+		Args: "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=" + cid + ";K8S_POD_UID=uid-" + cid}
 }
 
 // add runs ADD inside the node namespace and returns the parsed result.
@@ -175,7 +175,7 @@ func TestAddBuildsTransparentDatapathAndPodsTalk(t *testing.T) {
 	if err != nil || seen != ipA.String() {
 		t.Fatalf("TCP pod a -> pod b: server saw %q (%v), want %s", seen, err, ipA)
 	}
-	if got := n.allocations(); len(got) != 2 || got[0].GetPodName() == "" {
+	if got := n.allocations(); len(got) != 2 || got[0].GetPodName() == "" || got[0].GetPodUid() != "uid-"+got[0].GetContainerId() {
 		t.Fatalf("cns allocations: %v", got)
 	}
 }

@@ -5,7 +5,6 @@ package main
 import (
 	"context"
 	"flag"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,12 +16,12 @@ func main() {
 	cfg := cns.DefaultConfig()
 	cfg.RegisterFlags(flag.CommandLine)
 	flag.Parse()
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		slog.Error("bad --log-level", "err", err)
+	log, err := cfg.NewLogger(os.Stderr)
+	if err != nil {
+		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(2)
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("component", "cns")
+	log = log.With("component", "cns")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cns.Run(ctx, cfg, log); err != nil {

@@ -13,7 +13,7 @@ import (
 //
 //	v1 (no "v" field): {"addr","owner":{"ContainerID","IfName","PodNamespace","PodName","Netns"},"assignedAt"}
 //	   — the Go structs as they happened to be, with no network name.
-//	v2: {"v":2,"addr","network","containerID","ifname","podNamespace","podName","netns","assignedAt"}
+//	v2: {"v":2,"addr","network","containerID","ifname","podNamespace","podName","podUID","netns","assignedAt"}
 //
 // A v1 record loads with an empty Network; the manager migrates it (see Manager.Restore) to
 // the network cns served before networks were recorded, and rewrites it as v2.
@@ -29,6 +29,7 @@ type allocRecord struct {
 	IfName       string     `json:"ifname"`
 	PodNamespace string     `json:"podNamespace,omitempty"`
 	PodName      string     `json:"podName,omitempty"`
+	PodUID       string     `json:"podUID,omitempty"`
 	Netns        string     `json:"netns,omitempty"`
 	AssignedAt   time.Time  `json:"assignedAt"`
 }
@@ -45,7 +46,7 @@ type allocRecordV1 struct {
 func encodeAllocation(a Allocation) ([]byte, error) {
 	o := a.Owner
 	return json.Marshal(allocRecord{V: allocRecordVersion, Addr: a.Addr, Network: o.Network, ContainerID: o.ContainerID,
-		IfName: o.IfName, PodNamespace: o.PodNamespace, PodName: o.PodName, Netns: o.Netns, AssignedAt: a.AssignedAt})
+		IfName: o.IfName, PodNamespace: o.PodNamespace, PodName: o.PodName, PodUID: o.PodUID, Netns: o.Netns, AssignedAt: a.AssignedAt})
 }
 
 func decodeAllocation(b []byte) (Allocation, error) {
@@ -72,7 +73,7 @@ func decodeAllocation(b []byte) (Allocation, error) {
 		}
 		return Allocation{Addr: r.Addr, AssignedAt: r.AssignedAt, Owner: ipampool.Owner{
 			Key:     ipampool.Key{ContainerID: r.ContainerID, IfName: r.IfName},
-			Network: r.Network, PodNamespace: r.PodNamespace, PodName: r.PodName, Netns: r.Netns}}, nil
+			Network: r.Network, PodNamespace: r.PodNamespace, PodName: r.PodName, PodUID: r.PodUID, Netns: r.Netns}}, nil
 	}
 	return Allocation{}, fmt.Errorf("allocation record version %d, this cns reads up to %d", head.V, allocRecordVersion)
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -181,5 +182,39 @@ func TestV1AllocationRecordLoadsWithoutNetwork(t *testing.T) {
 	}
 	if _, err := decodeAllocation([]byte(`{"v":3}`)); err == nil {
 		t.Fatal("a record from a newer cns was read as this version")
+	}
+}
+
+// TestEveryOwnerFieldSurvivesReopen fills every field of the allocation's owner, so a field
+// added to ipampool.Owner but forgotten in the disk record fails here rather than vanishing
+// at the next restart (as the pod UID that the API-server GC compares would have).
+func TestEveryOwnerFieldSurvivesReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	a := alloc(1)
+	a.AssignedAt = a.AssignedAt.Round(0)
+	fillStrings(reflect.ValueOf(&a.Owner).Elem(), "x")
+	s := open(t, path)
+	if err := s.PutAllocation(a); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	st, err := open(t, path).Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Allocations) != 1 || !reflect.DeepEqual(st.Allocations[0].Owner, a.Owner) {
+		t.Fatalf("owner after reopen:\n got %+v\nwant %+v", st.Allocations, a.Owner)
+	}
+}
+
+func fillStrings(v reflect.Value, prefix string) {
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Kind() {
+		case reflect.String:
+			f.SetString(prefix + v.Type().Field(i).Name)
+		case reflect.Struct:
+			fillStrings(f, prefix)
+		}
 	}
 }

@@ -166,7 +166,10 @@ type RequestIPsRequest struct {
 	PodName string `protobuf:"bytes,5,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
 	// network is the CNI network name (the conflist's name) the attachment belongs to. A key
 	// already held for another network or another netns is refused with ALREADY_EXISTS.
-	Network       string `protobuf:"bytes,6,opt,name=network,proto3" json:"network,omitempty"`
+	Network string `protobuf:"bytes,6,opt,name=network,proto3" json:"network,omitempty"`
+	// pod_uid is the pod's Kubernetes UID (CNI_ARGS K8S_POD_UID). With the API server watched,
+	// cns releases an allocation whose pod is gone or was recreated under another UID.
+	PodUid        string `protobuf:"bytes,10,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -239,6 +242,13 @@ func (x *RequestIPsRequest) GetPodName() string {
 func (x *RequestIPsRequest) GetNetwork() string {
 	if x != nil {
 		return x.Network
+	}
+	return ""
+}
+
+func (x *RequestIPsRequest) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
 	}
 	return ""
 }
@@ -1253,7 +1263,9 @@ type Allocation struct {
 	// missing is true when the NIC no longer holds the address.
 	Missing bool `protobuf:"varint,8,opt,name=missing,proto3" json:"missing,omitempty"`
 	// network is the owner's CNI network name.
-	Network       string `protobuf:"bytes,9,opt,name=network,proto3" json:"network,omitempty"`
+	Network string `protobuf:"bytes,9,opt,name=network,proto3" json:"network,omitempty"`
+	// pod_uid is the owner's Kubernetes UID.
+	PodUid        string `protobuf:"bytes,10,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1347,6 +1359,13 @@ func (x *Allocation) GetMissing() bool {
 func (x *Allocation) GetNetwork() string {
 	if x != nil {
 		return x.Network
+	}
+	return ""
+}
+
+func (x *Allocation) GetPodUid() string {
+	if x != nil {
+		return x.PodUid
 	}
 	return ""
 }
@@ -1520,14 +1539,16 @@ var File_cns_v1_cns_proto protoreflect.FileDescriptor
 
 const file_cns_v1_cns_proto_rawDesc = "" +
 	"\n" +
-	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
+	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x01\n" +
 	"\x11RequestIPsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x14\n" +
 	"\x05netns\x18\x03 \x01(\tR\x05netns\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
 	"\bpod_name\x18\x05 \x01(\tR\apodName\x12\x18\n" +
-	"\anetwork\x18\x06 \x01(\tR\anetwork\")\n" +
+	"\anetwork\x18\x06 \x01(\tR\anetwork\x12\x17\n" +
+	"\apod_uid\x18\n" +
+	" \x01(\tR\x06podUid\")\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\"\x9c\x01\n" +
 	"\bIPConfig\x12\x18\n" +
@@ -1595,7 +1616,7 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1d\n" +
 	"\n" +
 	"nic_writes\x18\t \x01(\x04R\tnicWrites\"\x18\n" +
-	"\x16ListAllocationsRequest\"\xa8\x02\n" +
+	"\x16ListAllocationsRequest\"\xc1\x02\n" +
 	"\n" +
 	"Allocation\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12!\n" +
@@ -1607,7 +1628,9 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\vassigned_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x12\x18\n" +
 	"\amissing\x18\b \x01(\bR\amissing\x12\x18\n" +
-	"\anetwork\x18\t \x01(\tR\anetwork\"O\n" +
+	"\anetwork\x18\t \x01(\tR\anetwork\x12\x17\n" +
+	"\apod_uid\x18\n" +
+	" \x01(\tR\x06podUid\"O\n" +
 	"\x17ListAllocationsResponse\x124\n" +
 	"\vallocations\x18\x01 \x03(\v2\x12.cns.v1.AllocationR\vallocations\"\x12\n" +
 	"\x10WatchPoolRequest\"\xc6\x01\n" +
