@@ -11,6 +11,7 @@ PROTOC_GEN_GO_GRPC_VERSION ?= v1.6.2
 GRPCURL_VERSION            ?= v1.8.9
 CNITOOL_VERSION            ?= v1.3.0
 CNI_PLUGINS_VERSION        ?= v1.9.1
+CONTROLLER_GEN_VERSION     ?= v0.20.1
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
 RUN_DIR  := $(CURDIR)/.run
@@ -24,7 +25,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscript
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench proto proto-check tools lint install demo demo-down clean
+.PHONY: all build run test fuzz bench bench-cluster proto proto-check generate generate-check tools lint install demo demo-down clean
 
 all: build
 
@@ -57,7 +58,12 @@ $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION):
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/ipam/host-local@$(CNI_PLUGINS_VERSION)
 	@touch $@
 
-tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
+$(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	@touch $@
+
+tools: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
 
 # Regenerate the committed Go code from proto/cns/v1/cns.proto.
 proto: $(TOOLS)/.buf-$(BUF_VERSION)
@@ -72,6 +78,26 @@ proto-check: $(TOOLS)/.buf-$(BUF_VERSION)
 	  for f in $$tmp/proto/cns/v1/*.pb.go; do \
 	    diff -q $$f proto/cns/v1/$$(basename $$f) || { echo "generated code is stale: run make proto"; exit 1; }; \
 	  done
+
+# Regenerate the NodeNetworkConfig deepcopy code and CRD manifest from cns/api.
+API_DIRS := ./cns/api/...
+CRD_DIR  := cns/deploy/crd
+define controller-gen
+	controller-gen object paths=$(API_DIRS) && \
+	controller-gen crd paths=$(API_DIRS) output:crd:artifacts:config=$(1)
+endef
+generate: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+	$(call controller-gen,$(CRD_DIR))
+
+# Fail if the committed deepcopy code or CRD manifest is stale (the tree is left as it was).
+generate-check: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; stale=; \
+	  controller-gen crd paths=$(API_DIRS) output:crd:artifacts:config=$$tmp/crd && \
+	  { diff -r $$tmp/crd $(CRD_DIR) || stale="CRD manifest"; }; \
+	  gen=$$(ls cns/api/*/zz_generated.deepcopy.go); for f in $$gen; do mkdir -p $$tmp/$$(dirname $$f); cp $$f $$tmp/$$f; done; \
+	  controller-gen object paths=$(API_DIRS); \
+	  for f in $$gen; do cmp -s $$f $$tmp/$$f || stale="$$stale deepcopy code"; cp $$tmp/$$f $$f; done; \
+	  [ -z "$$stale" ] || { echo "stale generated$$stale: run make generate"; exit 1; }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
@@ -108,7 +134,7 @@ fuzz:
 	  fi; \
 	done
 
-test: build tools lint proto-check fuzz
+test: build tools lint proto-check generate-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
 	VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
@@ -19,15 +20,25 @@ type Config struct {
 	MetricsListen string // loopback HTTP address of /metrics; empty disables
 	StatePath     string // bbolt state file
 	LogLevel      string
+	IPAMSource    string // IPAMSourceAzure, IPAMSourceCRD or IPAMSourceAuto
+	Kubeconfig    string // cluster mode: empty is in-cluster or $KUBECONFIG
+	NodeName      string // cluster mode: the node's name, its NodeNetworkConfig's name
 	Azure         azure.Config
 	Pool          ManagerConfig
 }
+
+// Where the pool's addresses come from.
+const (
+	IPAMSourceAzure = "azure" // direct mode: cns writes its NIC through ARM
+	IPAMSourceCRD   = "crd"   // cluster mode: the NodeNetworkConfig, written by vnet-controller
+	IPAMSourceAuto  = "auto"  // crd when the API server serves NodeNetworkConfig, else azure
+)
 
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
 		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
-		StatePath: "/var/lib/cns/state.db", LogLevel: "info",
+		StatePath: "/var/lib/cns/state.db", LogLevel: "info", IPAMSource: IPAMSourceAzure, NodeName: os.Getenv("NODE_NAME"),
 		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
 			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
@@ -43,6 +54,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 
+	fs.StringVar(&c.IPAMSource, "ipam-source", c.IPAMSource, "azure (cns writes its NIC), crd (cluster mode: the node's NodeNetworkConfig) or auto (crd when the API server serves it)")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "cluster mode: kubeconfig; empty is in-cluster or $KUBECONFIG")
+	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "cluster mode: this node's name (default $NODE_NAME)")
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC")
 	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC")
@@ -98,8 +112,17 @@ func (c *Config) Validate() error {
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
 	}
-	if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
-		errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
+	switch c.IPAMSource {
+	case IPAMSourceAzure:
+		if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
+			errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
+		}
+	case IPAMSourceCRD, IPAMSourceAuto:
+		if c.NodeName == "" {
+			errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required with --ipam-source "+c.IPAMSource))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--ipam-source %q: want azure, crd or auto", c.IPAMSource))
 	}
 	return errors.Join(errs...)
 }

@@ -18,14 +18,17 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"k8s.io/client-go/rest"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
 var (
 	_ NICAPI = (*azure.Client)(nil)
+	_ NICAPI = (*crd.Node)(nil)
 	_ Store  = (*store.Store)(nil)
 )
 
@@ -35,9 +38,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	nic, err := azure.New(cfg.Azure)
+	// The NodeNetworkConfig informer outlives ctx so that a write in flight at shutdown still
+	// sees its answer; it stops when Run returns.
+	nicCtx, stopNIC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNIC()
+	nic, err := openNIC(nicCtx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("cloud client: %w", err)
+		return err
 	}
 	st, movedAside, err := store.Open(cfg.StatePath, log)
 	if err != nil {
@@ -60,6 +67,41 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", len(allocs))
 	}
 	return Serve(ctx, cfg, nic, st, log)
+}
+
+// openNIC builds the cloud side --ipam-source selects: ARM, or the node's NodeNetworkConfig.
+func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) {
+	src := cfg.IPAMSource
+	var rc *rest.Config
+	if src != IPAMSourceAzure {
+		var err error
+		if rc, err = crd.RestConfig(cfg.Kubeconfig); err != nil && src == IPAMSourceCRD {
+			return nil, fmt.Errorf("cluster mode: kubeconfig: %w", err)
+		}
+		if src == IPAMSourceAuto {
+			src = IPAMSourceAzure
+			if err == nil {
+				if ok, err := crd.Served(rc); err != nil {
+					return nil, fmt.Errorf("--ipam-source auto: %w", err)
+				} else if ok {
+					src = IPAMSourceCRD
+				}
+			}
+			log.Info("ipam source chosen", "source", src)
+		}
+	}
+	if src == IPAMSourceCRD {
+		n, err := crd.Open(ctx, rc, cfg.NodeName, log)
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		return n, nil
+	}
+	nic, err := azure.New(cfg.Azure)
+	if err != nil {
+		return nil, fmt.Errorf("cloud client: %w", err)
+	}
+	return nic, nil
 }
 
 // Serve runs the manager and the listeners over the given cloud and store.

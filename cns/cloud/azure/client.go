@@ -44,6 +44,9 @@ type Config struct {
 	ClientID      string // user-assigned managed identity, optional
 	StaticToken   string
 	PollMaxDelay  time.Duration // longest wait between LRO polls; default 5 s
+	// Transport, if set, carries every request (the cluster controller's write budget);
+	// nil is azcore's default HTTP client.
+	Transport policy.Transporter
 }
 
 // Client reads and writes one NIC. It is safe for concurrent use, but cns makes one write
@@ -73,6 +76,9 @@ func New(cfg Config) (*Client, error) {
 	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
 		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
 	opts.Telemetry.ApplicationID = "vnet-cni-cns"
+	if cfg.Transport != nil {
+		opts.Transport = cfg.Transport
+	}
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || u.Host == "" {
