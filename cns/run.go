@@ -113,6 +113,9 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 	if err := m.Restore(); err != nil {
 		return err
 	}
+	if n, ok := nic.(interface{ SetInUse(func() int) }); ok {
+		n.SetInUse(func() int { return int(m.Snapshot().GetCounts().GetAssigned()) })
+	}
 	unixL, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err

@@ -23,7 +23,12 @@ type Node struct {
 	c     client.Client
 	cache *Cache
 	name  string
+	inUse func() int
 }
+
+// SetInUse gives the node's count of addresses assigned to pods, reported in the spec beside
+// each request (the Free column of kubectl get nodenetworkconfigs).
+func (n *Node) SetInUse(f func() int) { n.inUse = f }
 
 // New returns the NIC of node name; cache must watch that object.
 func New(c client.Client, cache *Cache, name string) *Node {
@@ -90,6 +95,9 @@ func (n *Node) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC,
 	want := cur.DeepCopy()
 	want.Spec.RequestedIPCount = int32(len(nic.Secondaries) - len(release) + ch.Add)
 	want.Spec.IPsNotInUse = release
+	if n.inUse != nil {
+		want.Spec.InUseIPCount = int32(n.inUse())
+	}
 	if err := n.c.Patch(ctx, want, client.MergeFrom(cur)); err != nil {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindUnavailable, Err: fmt.Errorf("patch NodeNetworkConfig %s spec: %w", n.name, err)}
 	}
