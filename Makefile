@@ -143,6 +143,13 @@ test: build tools lint proto-check generate-check fuzz
 bench: build $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
 	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
 
+# Cluster mode at scale: NODES simulated nodes (default 1000) in CRD mode with vnet-controller
+# (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.
+NODES ?= 1000
+bench-cluster: build
+	VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
+	  $(GO) test -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ | grep -E '^mode=|FAIL|ok'
+
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build
 	bin/vnet-demo --bin bin --work $(RUN_DIR)/demo

@@ -32,11 +32,13 @@ import (
 // K8sVersion is the pinned Kubernetes release whose binaries the Makefile builds.
 const K8sVersion = "v1.35.4"
 
-// BinDir is where etcd, kube-apiserver and kubectl are: $KUBEBUILDER_ASSETS, else the
-// repository's .tools/k8s-<version>.
+// BinDir is where etcd, kube-apiserver and kubectl are: $VNET_K8S_BIN or $KUBEBUILDER_ASSETS,
+// else the repository's .tools/k8s-<version> (make k8s-bins).
 func BinDir() string {
-	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-		return d
+	for _, env := range []string{"VNET_K8S_BIN", "KUBEBUILDER_ASSETS"} {
+		if d := os.Getenv(env); d != "" {
+			return d
+		}
 	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", ".tools", "k8s-"+K8sVersion)
