@@ -148,7 +148,7 @@ bench: build $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUG
 NODES ?= 1000
 bench-cluster: build
 	VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
-	  $(GO) test -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ | grep -E '^mode=|FAIL|ok'
+	  $(GO) test -v -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ | grep -E '^mode=|FAIL|ok'
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

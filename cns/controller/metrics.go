@@ -70,6 +70,14 @@ func (m *Metrics) specSeen(node string, gen int64) {
 	}
 }
 
+// settled drops what was seen of a node whose status already answered its spec (the
+// controller's start lists every object): no latency to observe.
+func (m *Metrics) settled(node string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.seen, node)
+}
+
 // answered observes the latency of every seen generation up to gen.
 func (m *Metrics) answered(node string, gen int64) {
 	m.mu.Lock()

@@ -58,7 +58,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	if current(obj) {
-		return reconcile.Result{}, nil // a restart or a status event: nothing asked, nothing read
+		r.Metrics.settled(obj.Name)
+		return reconcile.Result{}, nil // a restart: answered long ago, nothing to read
 	}
 	nic, err := r.nic(obj.Name)
 	if err != nil {
