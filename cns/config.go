@@ -64,6 +64,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default (azidentity chain) or static (mockarm)")
 	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
 	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
+	fs.DurationVar(&c.Azure.PollInterval, "lro-poll-interval", azure.DefaultPollInterval, "wait between polls of a NIC write when ARM sends no Retry-After (ARM's Retry-After is always followed)")
+	fs.BoolVar(&c.Azure.FastPoll, "lro-fast-poll", false, "poll NIC writes from 20 ms up to 1 s, for a local mockarm (implied by an http:// --arm-endpoint)")
 
 	l := &c.Pool.Limits
 	fs.IntVar(&l.BatchSize, "batch-size", l.BatchSize, "ip configurations added per growth unit")
@@ -111,6 +113,9 @@ func (c *Config) Validate() error {
 	p := c.Pool
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
+	}
+	if c.Azure.PollInterval < 0 {
+		errs = append(errs, errors.New("--lro-poll-interval must not be negative"))
 	}
 	switch c.IPAMSource {
 	case IPAMSourceAzure:

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
@@ -16,7 +17,8 @@ import (
 var (
 	// ErrInvalid is a malformed request.
 	ErrInvalid = errors.New("invalid request")
-	// ErrExhausted means no address can be had: the NIC limit or the subnet is full.
+	// ErrExhausted means no address can be had: --max-ips, Azure's limit of the NIC or the
+	// subnet is full. A cloud.Error of KindNICFull or KindSubnetFull maps the same way.
 	ErrExhausted = errors.New("address pool exhausted")
 	// ErrCloudUnavailable means the pool is empty and the cloud API is failing.
 	ErrCloudUnavailable = errors.New("cloud API unavailable")
@@ -36,10 +38,12 @@ func toStatus(err error) error {
 		return err
 	}
 	code := codes.Internal
+	var ce *cloud.Error
 	switch {
 	case errors.Is(err, ErrInvalid):
 		code = codes.InvalidArgument
-	case errors.Is(err, ErrExhausted):
+	case errors.Is(err, ErrExhausted),
+		errors.As(err, &ce) && (ce.Kind == cloud.KindNICFull || ce.Kind == cloud.KindSubnetFull):
 		code = codes.ResourceExhausted
 	case errors.Is(err, ErrCloudUnavailable), errors.Is(err, ErrShuttingDown):
 		code = codes.Unavailable

@@ -28,6 +28,8 @@ var (
 		Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10)}, []string{"op"})
 	missingTotal = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "cns_missing_addresses_detected_total", Help: "Assigned addresses found gone from the NIC."})
+	releasesAbandoned = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "cns_release_abandoned_total", Help: "Addresses whose removal from the NIC the cloud kept rejecting, given up and returned to the pool."})
 )
 
 func observeCloud(op string, start time.Time, err error) {
@@ -78,7 +80,7 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 func newRegistry(m *Manager) *prometheus.Registry {
 	r := prometheus.NewRegistry()
 	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		requestsTotal, requestSeconds, cloudTotal, cloudSeconds, missingTotal, newPoolCollector(m))
+		requestsTotal, requestSeconds, cloudTotal, cloudSeconds, missingTotal, releasesAbandoned, newPoolCollector(m))
 	return r
 }
 

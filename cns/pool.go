@@ -69,10 +69,31 @@ type Manager struct {
 	lastErrAt   time.Time
 	nextAttempt time.Time
 	subnetFull  bool
-	addCap      int // after SubnetIsFull: the most one write may add (0: no cap)
+	nicFull     bool // a write of one address hit the NIC's limit
+	addCap      int  // after SubnetIsFull or the NIC limit: the most one write may add (0: no cap)
 	nicWrites   uint64
 	reconcileAt time.Time
 	stopping    bool
+
+	// unsettled: a write may have changed the NIC without cns seeing how it ended (timeout,
+	// 5xx, operation Failed), or the NIC was last read Updating. Nothing is decided until a
+	// read shows the NIC settled.
+	unsettled   bool
+	settleTries int
+	// unadopted counts cns's own configurations on a NIC whose last operation did not
+	// succeed: not served, but expected to be once a write succeeds (they count as Pending).
+	unadopted int
+	// foreignConfigs counts the NIC's configurations cns did not create.
+	foreignConfigs int
+	// removeRejects counts, per address, writes carrying its removal that the cloud
+	// rejected; splitRemovals sends the next addition without the queued removals.
+	removeRejects map[netip.Addr]int
+	splitRemovals bool
+	// releaseHold: addresses whose removal was given up are not chosen again before then.
+	releaseHold map[netip.Addr]time.Time
+	// abandoned: removals given up, still PendingRelease until a settled read of the NIC
+	// shows it holds them (then they are Available again).
+	abandoned map[netip.Addr]bool
 }
 
 // NewManager builds a manager over an empty pool; call Restore, then Run.
@@ -81,7 +102,8 @@ func NewManager(cfg ManagerConfig, nic NICAPI, st Store, log *slog.Logger) (*Man
 		return nil, fmt.Errorf("pool limits: %w", err)
 	}
 	return &Manager{cfg: cfg, nic: nic, store: st, log: log, events: newBroadcaster(), now: time.Now,
-		kick: make(chan struct{}, 1), pool: ipampool.New(), ready: make(chan struct{}), changed: make(chan struct{})}, nil
+		kick: make(chan struct{}, 1), pool: ipampool.New(), ready: make(chan struct{}), changed: make(chan struct{}),
+		removeRejects: map[netip.Addr]int{}, releaseHold: map[netip.Addr]time.Time{}, abandoned: map[netip.Addr]bool{}}, nil
 }
 
 // Restore loads the durable state into the pool: allocations, cooldowns and pending
@@ -188,18 +210,33 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 // nothing being added, and the NIC limit or the subnet leaves no room.
 func (m *Manager) exhaustedLocked() error {
 	c := m.pool.Counts()
-	if c.Cooldown > 0 || c.PendingRelease > 0 || m.inflight != nil && m.inflight.Add > 0 {
+	if c.Cooldown > 0 || c.PendingRelease > 0 || m.unadopted > 0 || m.inflight != nil && m.inflight.Add > 0 {
 		return nil
 	}
-	if d := ipampool.Decide(c, m.waiters+1, m.cfg.Limits); d.Add == 0 && d.AtLimit {
-		return fmt.Errorf("%w: all %d addresses this node may hold are assigned (--max-ips=%d; Azure allows %d ip configurations per NIC)",
-			ErrExhausted, c.Total(), m.cfg.Limits.MaxIPs, ipampool.NICHardLimit)
+	in := m.inputLocked()
+	in.Waiters++
+	if d := ipampool.Decide(in); d.Add == 0 && d.AtLimit {
+		return fmt.Errorf("%w: all %d addresses this node may hold are assigned (--max-ips=%d counts %d ip configurations cns did not create; Azure allows %d per NIC)",
+			ErrExhausted, c.Total(), m.cfg.Limits.MaxIPs, in.Foreign, ipampool.NICHardLimit)
+	}
+	if m.nicFull {
+		return fmt.Errorf("%w: NIC %s holds all the ip configurations Azure allows it (%d of cns's, %d others; cause: %v)",
+			ErrExhausted, m.nicState.ID, c.Total(), m.foreignConfigs, m.lastErr)
 	}
 	if m.subnetFull {
 		return fmt.Errorf("%w: subnet %s is full: the VNet has no free address for this node (cause: %v)",
 			ErrExhausted, m.nicState.Subnet, m.lastErr)
 	}
 	return nil
+}
+
+// inputLocked is what the policy sees of the pool now.
+func (m *Manager) inputLocked() ipampool.Input {
+	c := m.pool.Counts()
+	c.Pending += m.unadopted
+	return ipampool.Input{Counts: c, Waiters: m.waiters, Limits: m.cfg.Limits,
+		Foreign:      m.foreignConfigs - c.Foreign, // those a pod holds are in Counts already
+		KeepReleases: m.unsettled || !m.nicState.Succeeded()}
 }
 
 // waitError explains why a wait ended without an address.
@@ -239,7 +276,7 @@ func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
 	}
 	now := m.now()
 	var until time.Time
-	if m.cfg.Limits.Cooldown > 0 && !e.Missing {
+	if m.cfg.Limits.Cooldown > 0 && !e.Missing && !e.Foreign {
 		until = now.Add(m.cfg.Limits.Cooldown)
 	}
 	if err := m.store.ReleaseAllocation(k, e.Addr, until); err != nil {

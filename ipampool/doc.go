@@ -9,5 +9,7 @@
 // Invariants kept by Pool:
 //   - an Assigned address belongs to exactly one key, and a key holds at most one address;
 //   - an Assigned address is never handed out again and never chosen for release;
-//   - a released address rests in Cooldown until its deadline before it can be reassigned.
+//   - a released address rests in Cooldown until its deadline before it can be reassigned;
+//   - only addresses of cns's own ip configurations are adopted; one on a foreign
+//     configuration stays only while a pod holds it, and then leaves the pool.
 package ipampool

@@ -47,35 +47,63 @@ func (l Limits) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Decision is what the pool should do next: at most one of Add and Release is non-zero, so
-// one decision is one NIC write.
+// Input is everything Decide looks at. A new input is a new field whose zero value keeps
+// the behaviour without it.
+type Input struct {
+	Counts Counts
+	// Waiters are requests blocked on an empty pool.
+	Waiters int
+	// Foreign is how many ip configurations on the NIC are not cns's (an operator's, IPv6
+	// ones) and not already in Counts: they take room under MaxIPs but are never touched.
+	Foreign int
+	// KeepReleases forbids cancelling queued releases: the caller cannot vouch that they
+	// are still on the NIC (its view of the NIC is not a settled success).
+	KeepReleases bool
+	Limits       Limits
+}
+
+// Decision is what the pool should do next. Add and the releases left queued travel in one
+// NIC write, so growth never waits behind a removal.
 type Decision struct {
 	// Add is how many ip configurations to add.
 	Add int
-	// Release is how many idle Available addresses to remove at most.
+	// Release is how many idle Available addresses to mark for removal at most.
 	Release int
+	// Cancel is how many queued releases (PendingRelease, not yet written) to return to
+	// Available instead of removing: the pool needs them.
+	Cancel int
 	// AtLimit is set when the pool needs addresses but the NIC limit leaves no room.
 	AtLimit bool
 }
 
-// Decide returns the next action for a pool with counts c and waiters requests blocked on an
-// empty pool, when no cloud write is in flight.
+// Decide returns the next action for the pool described by in, when no cloud write is in
+// flight.
 //
 // Growth is demand-aware: one write asks for every waiter plus the warm buffer (min free),
-// rounded up to the batch size and capped by MaxIPs, rather than one batch per round trip.
-// Shrinking happens only with no waiters, down to the high watermark.
-func Decide(c Counts, waiters int, l Limits) Decision {
+// rounded up to the batch size and capped by MaxIPs (foreign configurations included),
+// rather than one batch per round trip. Queued releases are cancelled first: an address
+// still on the NIC serves a waiter at no cost. Shrinking happens only with no waiters, down
+// to the high watermark; it never both releases and adds.
+func Decide(in Input) Decision {
+	c, l := in.Counts, in.Limits
 	free := c.Available + c.Pending
-	need := waiters + l.MinFree - free
+	need := in.Waiters + l.MinFree - free
 	if need > 0 {
-		add := roundUp(need, l.BatchSize)
-		room := l.MaxIPs - c.Total()
-		if add > room {
-			add = max(room, 0)
+		var d Decision
+		if !in.KeepReleases {
+			d.Cancel = min(need, c.PendingRelease)
+			need -= d.Cancel
 		}
-		return Decision{Add: add, AtLimit: add < need}
+		if need <= 0 {
+			return d
+		}
+		// The releases left queued leave the NIC in the same write as the additions.
+		held := c.Total() - (c.PendingRelease - d.Cancel) + in.Foreign
+		d.Add = min(roundUp(need, l.BatchSize), max(l.MaxIPs-held, 0))
+		d.AtLimit = d.Add < need
+		return d
 	}
-	if waiters == 0 && free > l.MaxFree {
+	if in.Waiters == 0 && free > l.MaxFree {
 		return Decision{Release: free - l.MaxFree}
 	}
 	return Decision{}

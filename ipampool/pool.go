@@ -61,11 +61,15 @@ type Entry struct {
 	AssignedAt time.Time
 	// Missing marks an Assigned address that the NIC no longer holds.
 	Missing bool
+	// Foreign marks an Assigned address whose ip configuration cns did not create (an older
+	// cns adopted it): the pod keeps it, but once released it leaves the pool, untouched.
+	Foreign bool
 }
 
 // Counts is the number of addresses per state.
 type Counts struct {
 	Pending, Available, Assigned, Cooldown, PendingRelease, Missing int
+	Foreign                                                         int // Assigned on a foreign ip configuration
 }
 
 // Total is every address the pool holds or is adding, i.e. the NIC's secondary ip
@@ -110,6 +114,9 @@ func (p *Pool) tally(e *Entry, d int) {
 		p.counts.Assigned += d
 		if e.Missing {
 			p.counts.Missing += d
+		}
+		if e.Foreign {
+			p.counts.Foreign += d
 		}
 	case Cooldown:
 		p.counts.Cooldown += d
@@ -234,7 +241,8 @@ func (p *Pool) Unassign(k Key, idleSince time.Time) {
 }
 
 // Release returns the key's address: into Cooldown until now+cooldown, or straight to
-// Available when cooldown is zero. An address the NIC lost is dropped. It reports the entry as
+// Available when cooldown is zero. An address the NIC lost, or one on a foreign ip
+// configuration, is dropped. It reports the entry as
 // it was before release, and false for an unknown key.
 func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, bool) {
 	a, ok := p.byKey[k]
@@ -245,7 +253,7 @@ func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, boo
 	e := p.entries[a]
 	before := *e
 	switch {
-	case e.Missing:
+	case e.Missing || e.Foreign:
 		p.drop(e)
 	case cooldown > 0:
 		p.set(e, Entry{Addr: a, State: Cooldown, Since: now, Until: now.Add(cooldown)})
@@ -346,46 +354,60 @@ func (p *Pool) PendingReleases() []netip.Addr {
 
 // SyncReport says what SyncNIC changed.
 type SyncReport struct {
-	Adopted []netip.Addr // on the NIC, unknown to the pool: now Available
-	Dropped []netip.Addr // known, not Assigned, gone from the NIC: forgotten
+	Adopted []netip.Addr // on cns's own configurations, unknown to the pool: now Available
+	Dropped []netip.Addr // known, not Assigned, gone from cns's configurations: forgotten
 	Missing []netip.Addr // Assigned, gone from the NIC: flagged, still held
 	Found   []netip.Addr // Assigned and flagged missing, back on the NIC: unflagged
+	Foreign []netip.Addr // Assigned, on a configuration cns did not create: newly flagged
 }
 
 // Changed reports whether the sync changed anything.
 func (r SyncReport) Changed() bool {
-	return len(r.Adopted)+len(r.Dropped)+len(r.Missing)+len(r.Found) > 0
+	return len(r.Adopted)+len(r.Dropped)+len(r.Missing)+len(r.Found)+len(r.Foreign) > 0
 }
 
-// SyncNIC makes the pool agree with the NIC's secondary addresses. Assigned addresses are
-// never dropped: a pod still uses them, so they are flagged Missing for an operator to see.
-func (p *Pool) SyncNIC(onNIC []netip.Addr, now time.Time) SyncReport {
+// SyncNIC makes the pool agree with the NIC: own are the addresses of cns's own ip
+// configurations, foreign those of everyone else's. Only own addresses are adopted; an
+// unassigned address on a foreign configuration leaves the pool. Assigned addresses are
+// never dropped: a pod still uses them, so they are flagged Missing (on no configuration)
+// or Foreign (on someone else's) for an operator to see.
+func (p *Pool) SyncNIC(own, foreign []netip.Addr, now time.Time) SyncReport {
 	var r SyncReport
-	set := make(map[netip.Addr]struct{}, len(onNIC))
-	for _, a := range onNIC {
-		set[a] = struct{}{}
+	set := make(map[netip.Addr]bool, len(own)+len(foreign)) // address → is own
+	for _, a := range foreign {
+		set[a] = false
+	}
+	for _, a := range own {
+		set[a] = true
 		if p.Adopt(a, now) {
 			r.Adopted = append(r.Adopted, a)
 		}
 	}
 	for a, e := range p.entries {
-		_, present := set[a]
+		mine, present := set[a]
 		switch {
-		case e.State == Assigned && present == e.Missing:
+		case e.State == Assigned:
 			v := *e
-			v.Missing = !present
-			p.set(e, v)
-			if present {
-				r.Found = append(r.Found, a)
-			} else {
-				r.Missing = append(r.Missing, a)
+			v.Missing, v.Foreign = !present, present && !mine
+			if v.Missing == e.Missing && v.Foreign == e.Foreign {
+				continue
 			}
-		case e.State != Assigned && !present:
+			switch {
+			case v.Missing:
+				r.Missing = append(r.Missing, a)
+			case e.Missing:
+				r.Found = append(r.Found, a)
+			}
+			if v.Foreign && !e.Foreign {
+				r.Foreign = append(r.Foreign, a)
+			}
+			p.set(e, v)
+		case !mine:
 			p.drop(e)
 			r.Dropped = append(r.Dropped, a)
 		}
 	}
-	for _, s := range [][]netip.Addr{r.Adopted, r.Dropped, r.Missing, r.Found} {
+	for _, s := range [][]netip.Addr{r.Adopted, r.Dropped, r.Missing, r.Found, r.Foreign} {
 		slices.SortFunc(s, netip.Addr.Compare)
 	}
 	return r

@@ -153,7 +153,7 @@ func TestSyncNIC(t *testing.T) {
 	p.Adopt(a[1], t0)
 	p.Adopt(a[2], t0)
 	p.Assign(owner("pod"), t0) // a[0]
-	r := p.SyncNIC([]netip.Addr{a[1], a[3], a[4]}, t0)
+	r := p.SyncNIC([]netip.Addr{a[1], a[3], a[4]}, nil, t0)
 	want := SyncReport{Adopted: []netip.Addr{a[3], a[4]}, Dropped: []netip.Addr{a[2]}, Missing: []netip.Addr{a[0]}}
 	if fmt.Sprint(r) != fmt.Sprint(want) {
 		t.Fatalf("report %+v, want %+v", r, want)
@@ -161,17 +161,46 @@ func TestSyncNIC(t *testing.T) {
 	if c := p.Counts(); c != (Counts{Available: 3, Assigned: 1, Missing: 1}) || c != recount(p) {
 		t.Fatalf("counts %+v, recounted %+v", c, recount(p))
 	}
-	if r := p.SyncNIC([]netip.Addr{a[0], a[1], a[3], a[4]}, t0); !slices.Equal(r.Found, []netip.Addr{a[0]}) || r.Changed() && len(r.Found) != 1 {
+	if r := p.SyncNIC([]netip.Addr{a[0], a[1], a[3], a[4]}, nil, t0); !slices.Equal(r.Found, []netip.Addr{a[0]}) || r.Changed() && len(r.Found) != 1 {
 		t.Fatalf("address back on NIC: %+v", r)
 	}
-	if r := p.SyncNIC([]netip.Addr{a[0], a[1], a[3], a[4]}, t0); r.Changed() {
+	if r := p.SyncNIC([]netip.Addr{a[0], a[1], a[3], a[4]}, nil, t0); r.Changed() {
 		t.Fatalf("second identical sync changed %+v", r)
 	}
 	// Releasing a missing address forgets it rather than cooling it down.
-	p.SyncNIC([]netip.Addr{a[1]}, t0)
+	p.SyncNIC([]netip.Addr{a[1]}, nil, t0)
 	p.Release(owner("pod").Key, t0, time.Minute)
 	if _, ok := p.Get(a[0]); ok {
 		t.Fatal("missing address kept after release")
+	}
+}
+
+// TestSyncNICNeverAdoptsForeignConfigs: an operator's ip configuration is never taken into
+// the pool; one an older cns adopted leaves it (or, if a pod holds it, stays with that pod
+// and leaves on release, never cooled down for reuse).
+func TestSyncNICNeverAdoptsForeignConfigs(t *testing.T) {
+	p := New()
+	a := addrs(5)
+	p.Adopt(a[0], t0) // adopted by an older cns from a foreign configuration, assigned since
+	p.Adopt(a[1], t0) // adopted by an older cns, idle
+	p.Assign(owner("pod"), t0)
+	r := p.SyncNIC([]netip.Addr{a[2]}, []netip.Addr{a[0], a[1], a[3]}, t0)
+	want := SyncReport{Adopted: []netip.Addr{a[2]}, Dropped: []netip.Addr{a[1]}, Foreign: []netip.Addr{a[0]}}
+	if fmt.Sprint(r) != fmt.Sprint(want) {
+		t.Fatalf("report %+v, want %+v", r, want)
+	}
+	if c := p.Counts(); c != (Counts{Available: 1, Assigned: 1, Foreign: 1}) || c != recount(p) {
+		t.Fatalf("counts %+v, recounted %+v", c, recount(p))
+	}
+	if e, _, err := p.Assign(owner("next"), t0); err != nil || e.Addr != a[2] {
+		t.Fatalf("next assignment %v %v, want the own address %s", e.Addr, err, a[2])
+	}
+	if r := p.SyncNIC([]netip.Addr{a[2]}, []netip.Addr{a[0], a[1], a[3]}, t0); r.Changed() {
+		t.Fatalf("second identical sync changed %+v", r)
+	}
+	p.Release(owner("pod").Key, t0, time.Minute)
+	if _, ok := p.Get(a[0]); ok {
+		t.Fatal("foreign address kept (for reuse or removal) after its pod released it")
 	}
 }
 
@@ -237,6 +266,9 @@ func recount(p *Pool) Counts {
 			c.Assigned++
 			if e.Missing {
 				c.Missing++
+			}
+			if e.Foreign {
+				c.Foreign++
 			}
 		case Cooldown:
 			c.Cooldown++

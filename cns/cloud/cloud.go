@@ -7,18 +7,61 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"regexp"
 	"time"
 )
 
 // NIC is the node's network interface as far as the pool cares.
 type NIC struct {
-	ID                string       // ARM resource ID
-	ETag              string       // for If-Match on the next write
-	Primary           netip.Addr   // the node's own address; never in the pool
-	Subnet            netip.Prefix // subnet of the primary ip configuration
-	Secondaries       []netip.Addr // every other IPv4 ip configuration's address, sorted
+	ID      string       // ARM resource ID
+	ETag    string       // for If-Match on the next write
+	Primary netip.Addr   // the node's own address; never in the pool
+	Subnet  netip.Prefix // subnet of the primary ip configuration
+	// Secondaries are the addresses of cns's own ip configurations (OwnConfigName), sorted.
+	// Only these are ever adopted, assigned or removed.
+	Secondaries []netip.Addr
+	// Foreign are every other non-primary ip configuration (an operator's, a load
+	// balancer's, IPv6 ones): they take room on the NIC but cns never touches them.
+	Foreign           []ForeignConfig
 	ProvisioningState string
 }
+
+// ForeignConfig is an ip configuration cns did not create.
+type ForeignConfig struct {
+	Name string
+	Addr netip.Addr // zero when it has no address (yet)
+}
+
+// Provisioning states of an ARM resource that the pool tells apart.
+const (
+	ProvisioningSucceeded = "Succeeded"
+	ProvisioningUpdating  = "Updating"
+	ProvisioningFailed    = "Failed"
+)
+
+// Settled reports whether the NIC's last operation has ended (Succeeded or Failed): its
+// view will not change under the reader's feet. An empty state is taken as settled, for
+// backends that have no notion of it.
+func (n NIC) Settled() bool {
+	return n.ProvisioningState == "" || n.ProvisioningState == ProvisioningSucceeded || n.ProvisioningState == ProvisioningFailed
+}
+
+// Succeeded reports whether the NIC's last operation succeeded, so every ip configuration
+// it lists is in effect and may be served.
+func (n NIC) Succeeded() bool {
+	return n.ProvisioningState == "" || n.ProvisioningState == ProvisioningSucceeded
+}
+
+// OwnConfigPrefix starts the name of every ip configuration cns creates: "cns-" and 12
+// lowercase hex digits (cns has named its configurations so since its first release, so
+// pools created by older cns are recognised as they are).
+const OwnConfigPrefix = "cns-"
+
+var ownName = regexp.MustCompile(`^cns-[0-9a-f]{12}$`)
+
+// OwnConfigName reports whether an ip configuration name is one cns gives. Anything else
+// (an operator's "web", a name that merely starts with "cns") is foreign.
+func OwnConfigName(name string) bool { return ownName.MatchString(name) }
 
 // Change is one write of the NIC's ip configurations.
 type Change struct {

@@ -103,7 +103,7 @@ func StartMock(t testing.TB, cfg mockarm.Config) *Mock {
 func (m *Mock) AzureConfig(node string) azure.Config {
 	c := mockarm.DefaultConfig()
 	return azure.Config{Endpoint: m.URL, Subscription: c.Subscription, ResourceGroup: c.ResourceGroup,
-		NIC: node + "-nic", Auth: azure.AuthStatic, StaticToken: "mock", PollMaxDelay: 200 * time.Millisecond}
+		NIC: node + "-nic", Auth: azure.AuthStatic, StaticToken: "mock"}
 }
 
 // ControllerConfig is a controller configuration for m with a short lease, for failover tests.

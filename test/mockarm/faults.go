@@ -45,6 +45,10 @@ type Fault struct {
 	Delay Duration `json:"delay,omitempty"`
 	// FailLRO lets the NIC write be accepted and its long-running operation end Failed.
 	FailLRO bool `json:"failLRO,omitempty"`
+	// KeepConfigs, with FailLRO, leaves the written ip configurations on the NIC when the
+	// operation fails, with the NIC's provisioningState Failed: ARM can end a failed write
+	// so, and the configurations' fate is then unknown until the NIC is written again.
+	KeepConfigs bool `json:"keepConfigs,omitempty"`
 }
 
 var faultOps = map[string]bool{"get-nic": true, "put-nic": true, "get-subnet": true, "get-operation": true, "any": true}
@@ -56,6 +60,9 @@ func (s *Server) Inject(f Fault) error {
 	}
 	if f.FailLRO && f.Op != "put-nic" {
 		return fmt.Errorf("failLRO applies to put-nic only")
+	}
+	if f.KeepConfigs && !f.FailLRO {
+		return fmt.Errorf("keepConfigs applies with failLRO only")
 	}
 	if f.Count <= 0 {
 		f.Count = 1
@@ -193,6 +200,22 @@ func (s *Server) adminRoutes() {
 			return
 		}
 		_ = json.NewEncoder(w).Encode(map[string]string{"primary": p.String()})
+	})
+	s.mux.HandleFunc("POST /admin/ipconfigs", func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Subscription, ResourceGroup, NIC, Name string
+			Address                                netip.Addr
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.NIC == "" || req.Name == "" {
+			http.Error(w, fmt.Sprintf("want {nic, name, address?, subscription?, resourceGroup?}: %v", err), http.StatusBadRequest)
+			return
+		}
+		a, err := s.AddIPConfig(cmp.Or(req.Subscription, s.cfg.Subscription), cmp.Or(req.ResourceGroup, s.cfg.ResourceGroup), req.NIC, req.Name, req.Address)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(map[string]string{"address": a.String()})
 	})
 	s.mux.HandleFunc("GET /admin/state", func(w http.ResponseWriter, _ *http.Request) {
 		s.mu.Lock()

@@ -157,8 +157,22 @@ func (s *subnet) apply(id string, cur, body *armnetwork.Interface, subnetID stri
 			props = *c.Properties
 		}
 		a, existed := old[*c.Name]
+		v6 := props.PrivateIPAddressVersion != nil && *props.PrivateIPAddressVersion == armnetwork.IPVersionIPv6
 		switch {
 		case existed:
+		case v6:
+			// IPv6 configurations (dual-stack NICs) draw from an IPv6 subnet mockarm does not
+			// model: the caller names the address.
+			var err error
+			if props.PrivateIPAddress == nil {
+				err = fmt.Errorf("IPv6 ip configuration %s needs a privateIPAddress in mockarm", *c.Name)
+			} else if a, err = netip.ParseAddr(*props.PrivateIPAddress); err == nil && !a.Is6() {
+				err = fmt.Errorf("%s is not an IPv6 address", a)
+			}
+			if err != nil {
+				undo()
+				return nil, apiErr(400, "InvalidPrivateIPAddress", err.Error())
+			}
 		case props.PrivateIPAddress != nil && *props.PrivateIPAddress != "":
 			var err error
 			if a, err = netip.ParseAddr(*props.PrivateIPAddress); err != nil {
@@ -185,6 +199,9 @@ func (s *subnet) apply(id string, cur, body *armnetwork.Interface, subnetID stri
 		props.PrivateIPAddress = ptr(a.String())
 		props.PrivateIPAllocationMethod = &method
 		props.PrivateIPAddressVersion = ptr(armnetwork.IPVersionIPv4)
+		if a.Is6() {
+			props.PrivateIPAddressVersion = ptr(armnetwork.IPVersionIPv6)
+		}
 		props.Subnet = &armnetwork.Subnet{ID: ptr(subnetID)}
 		props.ProvisioningState = ptr(armnetwork.ProvisioningStateSucceeded)
 		if props.Primary == nil {
@@ -206,12 +223,13 @@ func (s *subnet) apply(id string, cur, body *armnetwork.Interface, subnetID stri
 	return n, nil
 }
 
-// secondaryAddrs lists a NIC's non-primary addresses, sorted.
+// secondaryAddrs lists a NIC's non-primary IPv4 addresses (the ones the fabric routes),
+// sorted.
 func secondaryAddrs(n *armnetwork.Interface) []netip.Addr {
 	p := primaryAddr(n)
 	var out []netip.Addr
 	for _, a := range nicAddrs(n) {
-		if a != p {
+		if a != p && a.Is4() {
 			out = append(out, a)
 		}
 	}

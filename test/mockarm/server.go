@@ -209,7 +209,17 @@ func (s *Server) getNIC(r *http.Request) (int, any, http.Header, error) {
 	if !ok {
 		return 0, nil, nil, apiErr(404, "NotFound", "network interface "+id+" not found")
 	}
-	return 200, n, http.Header{"Etag": {*n.Etag}}, nil
+	return 200, snapshot(n), http.Header{"Etag": {*n.Etag}}, nil
+}
+
+// snapshot encodes a NIC while s.mu is held: the answer must not be read while an
+// operation settling in the background changes the NIC.
+func snapshot(n *armnetwork.Interface) json.RawMessage {
+	b, err := json.Marshal(n)
+	if err != nil {
+		panic(fmt.Sprintf("mockarm: encode NIC: %v", err)) // armnetwork types always encode
+	}
+	return b
 }
 
 func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
@@ -262,7 +272,7 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	if cur == nil {
 		status = 201
 	}
-	return status, n, hdr, nil
+	return status, snapshot(n), hdr, nil
 }
 
 // settle finishes every operation whose time has come: success programs the fabric,
@@ -284,6 +294,13 @@ func (s *Server) settle(now time.Time) {
 			continue
 		}
 		op.status, op.errorMsg = "Failed", "injected long-running operation failure"
+		if op.fail.KeepConfigs {
+			kept, props := *n, *n.Properties
+			kept.Etag, props.ProvisioningState = ptr(newETag()), ptr(armnetwork.ProvisioningStateFailed)
+			kept.Properties = &props
+			s.nics[key] = &kept
+			continue
+		}
 		s.revertLocked(key, n, op.prev)
 	}
 	if changed {
@@ -386,7 +403,47 @@ func (s *Server) createNICLocked(id string, primary netip.Addr) (*armnetwork.Int
 	return n, nil
 }
 
-// NICAddrs returns the secondary addresses of a NIC, for tests.
+// AddIPConfig adds an ip configuration called name to a NIC, as an operator's tool would
+// (a "web" configuration behind a load balancer, say). An IPv4 addr (or none: the next free
+// one) comes from the subnet; an IPv6 addr makes a dual-stack configuration. It returns the
+// address.
+func (s *Server) AddIPConfig(sub, rg, nic, name string, addr netip.Addr) (netip.Addr, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id := NICID(sub, rg, nic)
+	key := strings.ToLower(id)
+	cur, ok := s.nics[key]
+	if !ok {
+		return netip.Addr{}, apiErr(404, "NotFound", "network interface "+id+" not found")
+	}
+	if s.busy[key] != nil {
+		return netip.Addr{}, apiErr(409, "AnotherOperationInProgress", "an operation is in progress on the NIC")
+	}
+	props := &armnetwork.InterfaceIPConfigurationPropertiesFormat{PrivateIPAllocationMethod: ptr(armnetwork.IPAllocationMethodDynamic)}
+	if addr.IsValid() {
+		props.PrivateIPAddress = ptr(addr.String())
+		props.PrivateIPAllocationMethod = ptr(armnetwork.IPAllocationMethodStatic)
+	}
+	if addr.Is6() {
+		props.PrivateIPAddressVersion = ptr(armnetwork.IPVersionIPv6)
+	}
+	body := *cur
+	bp := *cur.Properties
+	bp.IPConfigurations = append(append([]*armnetwork.InterfaceIPConfiguration(nil), cur.Properties.IPConfigurations...),
+		&armnetwork.InterfaceIPConfiguration{Name: ptr(name), Properties: props})
+	body.Properties = &bp
+	n, err := s.subnet.apply(id, cur, &body, s.SubnetID(), s.cfg.MaxIPConfigs)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	s.nics[key] = n
+	s.programFabric()
+	s.save()
+	return nicAddrs(n)[name], nil
+}
+
+// NICAddrs returns the secondary IPv4 addresses of a NIC (every configuration's, whoever
+// made it), for tests.
 func (s *Server) NICAddrs(sub, rg, name string) ([]netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

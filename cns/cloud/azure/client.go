@@ -43,9 +43,14 @@ type Config struct {
 	Auth          string // AuthManagedIdentity, AuthDefault or AuthStatic
 	ClientID      string // user-assigned managed identity, optional
 	StaticToken   string
-	PollMaxDelay  time.Duration // longest wait between LRO polls; default 5 s
-	// Transport, if set, carries every request (the cluster controller's write budget);
-	// nil is azcore's default HTTP client.
+	// PollInterval is the wait between polls of a long-running NIC write when ARM's answer
+	// carries no Retry-After (ARM's own Retry-After is always followed, up to a minute).
+	// Default DefaultPollInterval.
+	PollInterval time.Duration
+	// FastPoll polls from 20 ms up to 1 s instead: for a local mockarm, whose writes take
+	// milliseconds. An http:// endpoint (only ever mockarm) implies it.
+	FastPoll bool
+	// Transport carries every request instead of azcore's HTTP client (tests).
 	Transport policy.Transporter
 }
 
@@ -55,7 +60,7 @@ type Client struct {
 	nics    *armnetwork.InterfacesClient
 	subnets *armnetwork.SubnetsClient
 	rg, nic string
-	pollMax time.Duration
+	poll    pollPolicy
 
 	mu      sync.Mutex
 	subnetP map[string]netip.Prefix // subnet ID → prefix; a subnet's prefix does not change under a NIC
@@ -76,9 +81,8 @@ func New(cfg Config) (*Client, error) {
 	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
 		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
 	opts.Telemetry.ApplicationID = "vnet-cni-cns"
-	if cfg.Transport != nil {
-		opts.Transport = cfg.Transport
-	}
+	opts.Transport = cfg.Transport
+	poll := pollPolicy{interval: cmp.Or(cfg.PollInterval, DefaultPollInterval), fast: cfg.FastPoll}
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || u.Host == "" {
@@ -92,6 +96,7 @@ func New(cfg Config) (*Client, error) {
 		}
 		// A plain-HTTP endpoint is only ever a local mockarm; the token is then a dummy.
 		opts.InsecureAllowCredentialWithHTTP = u.Scheme == "http"
+		poll.fast = poll.fast || u.Scheme == "http"
 	}
 	nics, err := armnetwork.NewInterfacesClient(cfg.Subscription, cred, opts)
 	if err != nil {
@@ -102,7 +107,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("subnets client: %w", err)
 	}
 	return &Client{nics: nics, subnets: subnets, rg: cfg.ResourceGroup, nic: cfg.NIC,
-		pollMax: cmp.Or(cfg.PollMaxDelay, 5*time.Second), subnetP: map[string]netip.Prefix{}}, nil
+		poll: poll, subnetP: map[string]netip.Prefix{}}, nil
 }
 
 func credential(cfg Config) (azcore.TokenCredential, error) {
@@ -170,16 +175,18 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	for _, a := range ch.Remove {
 		remove[a] = true
 	}
+	// Every configuration cns did not create is carried through exactly as read; only
+	// cns's own may be removed.
 	var configs []*armnetwork.InterfaceIPConfiguration
 	for _, ipc := range iface.Properties.IPConfigurations {
-		if a, ok := configAddr(ipc); ok && remove[a] && ipc != primary {
+		if a, ok := configAddr(ipc); ok && remove[a] && ipc != primary && own(ipc) {
 			continue
 		}
 		configs = append(configs, ipc)
 	}
 	for range ch.Add {
 		configs = append(configs, &armnetwork.InterfaceIPConfiguration{
-			Name: to.Ptr("cns-" + randomSuffix()),
+			Name: to.Ptr(cloud.OwnConfigPrefix + randomSuffix()),
 			Properties: &armnetwork.InterfaceIPConfigurationPropertiesFormat{
 				Primary:                   to.Ptr(false),
 				PrivateIPAllocationMethod: to.Ptr(armnetwork.IPAllocationMethodDynamic),
@@ -189,31 +196,29 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 		})
 	}
 	iface.Properties.IPConfigurations = configs
-	// If-Match is not an option of BeginCreateOrUpdate; it rides on the context.
-	wctx := policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{str(iface.Etag)}})
+	// If-Match is not an option of BeginCreateOrUpdate; it rides on the context, as does
+	// the capture of the PUT's answer, whose Retry-After says when to poll first.
+	var put *http.Response
+	wctx := policy.WithCaptureResponse(policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{str(iface.Etag)}}), &put)
 	poller, err := c.nics.BeginCreateOrUpdate(wctx, c.rg, c.nic, iface, nil)
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("put NIC %s: %w", c.nic, err))
 	}
-	// PollUntilDone waits 30 s between polls when the service gives no Retry-After and
-	// refuses less than 1 s; drive the poller with a short delay that honours Retry-After.
-	delay := 20 * time.Millisecond
-	for !poller.Done() {
+	// PollUntilDone refuses less than 1 s and waits 30 s when ARM sends no Retry-After;
+	// drive the poller with our own policy instead.
+	var hint http.Header
+	if put != nil {
+		hint = put.Header
+	}
+	for attempt := 0; !poller.Done(); attempt++ {
+		if err := sleep(ctx, c.poll.delay(attempt, retryAfter(hint))); err != nil {
+			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
+		}
 		presp, err := poller.Poll(ctx)
 		if err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
+			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
 		}
-		if poller.Done() {
-			break
-		}
-		wait := min(delay, c.pollMax)
-		if ra := retryAfter(presp.Header); ra > 0 {
-			wait = min(ra, c.pollMax)
-		}
-		delay *= 2
-		if err := sleep(ctx, wait); err != nil {
-			return cloud.NIC{}, classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err))
-		}
+		hint = presp.Header
 	}
 	res, err := poller.Result(ctx)
 	if err != nil {
@@ -222,7 +227,45 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	return c.toNIC(ctx, res.Interface)
 }
 
+// DefaultPollInterval is the wait between polls of a NIC write when ARM sends no
+// Retry-After. ARM's network provider answers NIC writes with Retry-After: 10, and a NIC
+// write takes seconds; polling faster only spends the subscription's read quota, which
+// every node of a cluster shares.
+const DefaultPollInterval = 10 * time.Second
+
+// maxRetryAfter bounds one wait on ARM's Retry-After, so a wild value cannot hold a write
+// past reason (the caller's deadline bounds the whole write anyway).
+const maxRetryAfter = time.Minute
+
+// pollPolicy says how long to wait before each poll of a long-running operation.
+type pollPolicy struct {
+	interval time.Duration // production: without Retry-After
+	fast     bool          // mockarm: 0, 20 ms, 40 ms … 1 s
+}
+
+// delay is the wait before poll number attempt (0 is the first, right after the PUT), given
+// the Retry-After of the latest answer (0 if none).
+func (p pollPolicy) delay(attempt int, retryAfter time.Duration) time.Duration {
+	if p.fast {
+		d := time.Duration(0)
+		if attempt > 0 {
+			d = min(20*time.Millisecond<<min(attempt-1, 10), time.Second)
+		}
+		if retryAfter > 0 {
+			d = min(retryAfter, time.Second)
+		}
+		return d
+	}
+	if retryAfter > 0 {
+		return min(retryAfter, maxRetryAfter)
+	}
+	return p.interval
+}
+
 func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
@@ -233,6 +276,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
+// randomSuffix is the 12 hex digits after cloud.OwnConfigPrefix.
 func randomSuffix() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
@@ -251,6 +295,13 @@ func primaryConfig(iface armnetwork.Interface) (*armnetwork.InterfaceIPConfigura
 	return nil, errors.New("NIC has no primary ip configuration")
 }
 
+// own reports whether cns created ipc: its name, an IPv4 address in it.
+func own(ipc *armnetwork.InterfaceIPConfiguration) bool {
+	_, ok := configAddr(ipc)
+	return ok && ipc.Name != nil && cloud.OwnConfigName(*ipc.Name)
+}
+
+// configAddr is the IPv4 address of ipc.
 func configAddr(ipc *armnetwork.InterfaceIPConfiguration) (netip.Addr, bool) {
 	if ipc == nil || ipc.Properties == nil || ipc.Properties.PrivateIPAddress == nil {
 		return netip.Addr{}, false
@@ -273,9 +324,18 @@ func (c *Client) toNIC(ctx context.Context, iface armnetwork.Interface) (cloud.N
 	}
 	n.Primary, _ = configAddr(primary)
 	for _, ipc := range iface.Properties.IPConfigurations {
-		if a, ok := configAddr(ipc); ok && ipc != primary {
-			n.Secondaries = append(n.Secondaries, a)
+		if ipc == nil || ipc == primary {
+			continue
 		}
+		if a, ok := configAddr(ipc); ok && own(ipc) {
+			n.Secondaries = append(n.Secondaries, a)
+			continue
+		}
+		f := cloud.ForeignConfig{Name: str(ipc.Name)}
+		if ipc.Properties != nil && ipc.Properties.PrivateIPAddress != nil {
+			f.Addr, _ = netip.ParseAddr(*ipc.Properties.PrivateIPAddress)
+		}
+		n.Foreign = append(n.Foreign, f)
 	}
 	slices.SortFunc(n.Secondaries, netip.Addr.Compare)
 	n.Subnet, err = c.subnetPrefix(ctx, *primary.Properties.Subnet.ID)
@@ -310,6 +370,17 @@ func (c *Client) subnetPrefix(ctx context.Context, id string) (netip.Prefix, err
 	c.subnetP[id] = p.Masked()
 	c.mu.Unlock()
 	return p.Masked(), nil
+}
+
+// accepted reclassifies a failure to follow a write ARM had accepted: whatever the poll
+// answered (a 404 from an ARM that lost the operation, say), the write's outcome is unknown,
+// which is KindUnavailable, not a rejection of the write.
+func accepted(err error) error {
+	var ce *cloud.Error
+	if errors.As(err, &ce) && ce.Kind == cloud.KindRejected {
+		ce.Kind = cloud.KindUnavailable
+	}
+	return err
 }
 
 // classify turns an SDK error into a cloud.Error that says what to do next.

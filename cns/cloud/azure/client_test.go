@@ -185,3 +185,62 @@ func TestMockStatePersistsAcrossRestart(t *testing.T) {
 		t.Fatalf("after one more: %v", more.Secondaries)
 	}
 }
+
+// TestForeignIPConfigsAreReportedAndCarriedThrough: ip configurations cns did not create
+// (an operator's "web", an IPv6 one, a name that only looks like cns's) are reported as
+// foreign, and a write carries them through unchanged even when asked to remove them.
+func TestForeignIPConfigsAreReportedAndCarriedThrough(t *testing.T) {
+	f := setup(t, nil)
+	if _, err := f.c.GetNIC(ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	web, err := f.mock.AddIPConfig(f.cfg.Subscription, f.cfg.ResourceGroup, "nic0", "web", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web6, err := f.mock.AddIPConfig(f.cfg.Subscription, f.cfg.ResourceGroup, "nic0", "web6", netip.MustParseAddr("fd00::5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	look, err := f.mock.AddIPConfig(f.cfg.Subscription, f.cfg.ResourceGroup, "nic0", "cns-web", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []cloud.ForeignConfig{{Name: "web", Addr: web}, {Name: "web6", Addr: web6}, {Name: "cns-web", Addr: look}}
+	nic, err := f.c.GetNIC(ctx(t))
+	if err != nil || len(nic.Secondaries) != 0 || !slices.Equal(nic.Foreign, want) {
+		t.Fatalf("NIC with three foreign configurations: own %v, foreign %+v, %v; want foreign %+v", nic.Secondaries, nic.Foreign, err, want)
+	}
+	after, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 2, Remove: []netip.Addr{web, look}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Secondaries) != 2 || !slices.Equal(after.Foreign, want) {
+		t.Fatalf("after a write asked to remove foreign configurations: own %v, foreign %+v", after.Secondaries, after.Foreign)
+	}
+}
+
+// TestFailedWriteCanLeaveItsConfigsOnTheNIC: mockarm's keepConfigs mode ends a write
+// Failed with its configurations left on the NIC, as ARM can; writing the NIC again brings
+// it back to Succeeded.
+func TestFailedWriteCanLeaveItsConfigsOnTheNIC(t *testing.T) {
+	f := setup(t, nil)
+	nic, err := f.c.GetNIC(ctx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.mock.Inject(mockarm.Fault{Op: "put-nic", FailLRO: true, KeepConfigs: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 4}); cloud.KindOf(err) != cloud.KindFailed {
+		t.Fatalf("write: %v, want kind failed", err)
+	}
+	failed, err := f.c.GetNIC(ctx(t))
+	if err != nil || failed.ProvisioningState != cloud.ProvisioningFailed || len(failed.Secondaries) != 4 {
+		t.Fatalf("after the failed write: %s with %v (%v), want Failed with the 4 configurations", failed.ProvisioningState, failed.Secondaries, err)
+	}
+	repaired, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: failed.ETag})
+	if err != nil || repaired.ProvisioningState != cloud.ProvisioningSucceeded || !slices.Equal(repaired.Secondaries, failed.Secondaries) {
+		t.Fatalf("rewrite: %s with %v (%v), want Succeeded with the same configurations", repaired.ProvisioningState, repaired.Secondaries, err)
+	}
+}
