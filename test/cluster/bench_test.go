@@ -47,6 +47,13 @@ func TestBenchCluster(t *testing.T) {
 	}
 }
 
+func envDuration(k string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(k)); err == nil && d > 0 {
+		return d
+	}
+	return def
+}
+
 func envInt(k string, def int) int {
 	if v, err := strconv.Atoi(os.Getenv(k)); err == nil && v > 0 {
 		return v
@@ -146,7 +153,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 			nd.Stop()
 		}
 	}()
-	deadline := time.Now().Add(20 * time.Minute)
+	deadline := time.Now().Add(envDuration("WARM_WITHIN", 10*time.Minute)) // the figures say how many made it
 	for {
 		w := 0
 		for _, nd := range nodesUp {
