@@ -12,20 +12,25 @@ GRPCURL_VERSION            ?= v1.8.9
 CNITOOL_VERSION            ?= v1.3.0
 CNI_PLUGINS_VERSION        ?= v1.9.1
 CONTROLLER_GEN_VERSION     ?= v0.20.1
+CRICTL_VERSION             ?= v1.34.0
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
 RUN_DIR  := $(CURDIR)/.run
 RUN_SUB  := 00000000-0000-0000-0000-000000000000
 RUN_RG   := vnet-rg
 RUN_NIC  := node0-nic
-MOCKARM_FLAGS ?= --listen 127.0.0.1:10080 --state $(RUN_DIR)/mockarm.json --subscription $(RUN_SUB) --resource-group $(RUN_RG) --admin
-CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --subscription $(RUN_SUB) --resource-group $(RUN_RG) \
+# mockarm wants bearer tokens like ARM; make run's cns has no IMDS on loopback, so it uses
+# --auth static with the token mockarm is told to accept.
+RUN_TOKEN := mock
+MOCKARM_FLAGS ?= --listen 127.0.0.1:10080 --state $(RUN_DIR)/mockarm.json --subscription $(RUN_SUB) --resource-group $(RUN_RG) --admin \
+                 --static-token $(RUN_TOKEN)
+CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --static-token $(RUN_TOKEN) --subscription $(RUN_SUB) --resource-group $(RUN_RG) \
                  --nic $(RUN_NIC) --socket $(RUN_DIR)/cns.sock --state $(RUN_DIR)/cns.db --release-spool $(RUN_DIR)/release-spool \
                  --listen 127.0.0.1:10090 --metrics-listen 127.0.0.1:10092
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench bench-cluster proto proto-check generate generate-check tools lint install demo demo-down clean
+.PHONY: all build run test fuzz bench bench-deps bench-cluster proto proto-check generate generate-check tools lint install demo demo-down clean
 
 all: build
 
@@ -56,12 +61,23 @@ $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION):
 	@mkdir -p $(REF_CNI)
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/ptp@$(CNI_PLUGINS_VERSION)
 	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/ipam/host-local@$(CNI_PLUGINS_VERSION)
+	GOBIN=$(REF_CNI) $(GO) install github.com/containernetworking/plugins/plugins/main/loopback@$(CNI_PLUGINS_VERSION)
 	@touch $@
 
 $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION):
 	@mkdir -p $(TOOLS)
 	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
 	@touch $@
+
+# make bench's containerd step: containerd and runc from Debian, crictl from the Go module proxy.
+$(TOOLS)/.crictl-$(CRICTL_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/cri-tools/cmd/crictl@$(CRICTL_VERSION)
+	@touch $@
+
+bench-deps: $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION) $(TOOLS)/.crictl-$(CRICTL_VERSION)
+	@command -v containerd >/dev/null && command -v runc >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; }
 
 tools: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
 
@@ -140,8 +156,12 @@ test: build tools lint proto-check generate-check fuzz
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # Performance side by side with ptp + host-local (needs root); writes bench/results.json.
-bench: build $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
-	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --work $(RUN_DIR)/bench --out bench/results.json
+# cns runs with make run's pool flags and its state on disk; the containerd step uses
+# Debian's containerd + runc and a pause image built here (no Docker).
+bench: build bench-deps
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
+	bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
+	  --pause $(RUN_DIR)/bench-pause --work $(RUN_DIR)/bench --out bench/results.json
 
 # Cluster mode at scale: NODES simulated nodes (default 1000) in CRD mode with vnet-controller
 # (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/imds"
 	"github.com/vnet-cni/vnet-cni/ipampool"
 )
 
@@ -24,7 +25,11 @@ type Config struct {
 	Kubeconfig    string // cluster mode: empty is in-cluster or $KUBECONFIG
 	NodeName      string // cluster mode: the node's name, its NodeNetworkConfig's name
 	Azure         azure.Config
-	Pool          ManagerConfig
+	// IMDSEndpoint is the instance metadata service asked for what flags leave out.
+	IMDSEndpoint string
+	// BootstrapTimeout bounds finding the node's NIC at start (IMDS, token, ARM lookups).
+	BootstrapTimeout time.Duration
+	Pool             ManagerConfig
 }
 
 // Where the pool's addresses come from.
@@ -38,7 +43,8 @@ const (
 func DefaultConfig() Config {
 	return Config{
 		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
-		StatePath: "/var/lib/cns/state.db", LogLevel: "info", IPAMSource: IPAMSourceAzure, NodeName: os.Getenv("NODE_NAME"),
+		StatePath: "/var/lib/cns/state.db", LogLevel: "info", IMDSEndpoint: imds.Endpoint, BootstrapTimeout: 2 * time.Minute,
+		IPAMSource: IPAMSourceAzure, NodeName: os.Getenv("NODE_NAME"),
 		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
 			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
@@ -52,15 +58,20 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "loopback address for Prometheus /metrics; empty disables")
 	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file (bbolt)")
 	fs.StringVar(&c.Pool.ReleaseSpool, "release-spool", c.Pool.ReleaseSpool, "directory of releases the plugin could not deliver; replayed at start and on every reconcile")
+	fs.StringVar(&c.Pool.LegacyNetwork, "legacy-network", DefaultLegacyNetwork, "CNI network (conflist name) of allocations recorded before networks were: older state, legacy veth labels, older plugins")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 
 	fs.StringVar(&c.IPAMSource, "ipam-source", c.IPAMSource, "azure (cns writes its NIC), crd (cluster mode: the node's NodeNetworkConfig) or auto (crd when the API server serves it)")
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "cluster mode: kubeconfig; empty is in-cluster or $KUBECONFIG")
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "cluster mode: this node's name (default $NODE_NAME)")
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
-	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC")
-	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC")
-	fs.StringVar(&c.Azure.NIC, "nic", c.Azure.NIC, "name of the node NIC")
+	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC; default from IMDS")
+	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC (or of its scale set); default from IMDS")
+	fs.StringVar(&c.Azure.NIC, "nic", c.Azure.NIC, "name of the node NIC; default: found through ARM from the VM IMDS names, by MAC")
+	fs.StringVar(&c.Azure.ScaleSet, "vmss", c.Azure.ScaleSet, "uniform scale set of the node VM (its NIC is written through the scale-set VM); default from IMDS")
+	fs.StringVar(&c.Azure.Instance, "vmss-instance", c.Azure.Instance, "instance ID of the node VM in --vmss; default from IMDS")
+	fs.StringVar(&c.IMDSEndpoint, "imds-endpoint", c.IMDSEndpoint, "instance metadata service asked for whatever the flags above leave out")
+	fs.DurationVar(&c.BootstrapTimeout, "bootstrap-timeout", c.BootstrapTimeout, "longest time to find the node NIC at start (IMDS, token, ARM); then cns exits")
 	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default (azidentity chain) or static (mockarm)")
 	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
 	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
@@ -114,14 +125,20 @@ func (c *Config) Validate() error {
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
 	}
+	if (c.Azure.ScaleSet == "") != (c.Azure.Instance == "") {
+		errs = append(errs, errors.New("--vmss and --vmss-instance go together"))
+	}
+	if c.BootstrapTimeout <= 0 {
+		errs = append(errs, errors.New("--bootstrap-timeout must be positive"))
+	}
+	if c.Azure.NeedsIMDS() && c.IMDSEndpoint == "" {
+		errs = append(errs, errors.New("--imds-endpoint is empty and --subscription, --resource-group, --nic do not name the NIC"))
+	}
 	if c.Azure.PollInterval < 0 {
 		errs = append(errs, errors.New("--lro-poll-interval must not be negative"))
 	}
 	switch c.IPAMSource {
 	case IPAMSourceAzure:
-		if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" || c.Azure.NIC == "" {
-			errs = append(errs, errors.New("--subscription, --resource-group and --nic are required"))
-		}
 	case IPAMSourceCRD, IPAMSourceAuto:
 		if c.NodeName == "" {
 			errs = append(errs, errors.New("--node-name (or $NODE_NAME) is required with --ipam-source "+c.IPAMSource))

@@ -26,6 +26,8 @@ var (
 	ErrWaitTimeout = errors.New("timed out waiting for an address")
 	// ErrStore means the durable store failed; nothing was changed.
 	ErrStore = errors.New("state store failure")
+	// ErrConflict means the key is held by another attachment (network or netns).
+	ErrConflict = errors.New("key held by another attachment")
 	// ErrShuttingDown means the daemon is stopping.
 	ErrShuttingDown = errors.New("cns is shutting down")
 )
@@ -42,6 +44,8 @@ func toStatus(err error) error {
 	switch {
 	case errors.Is(err, ErrInvalid):
 		code = codes.InvalidArgument
+	case errors.Is(err, ErrConflict):
+		code = codes.AlreadyExists
 	case errors.Is(err, ErrExhausted),
 		errors.As(err, &ce) && (ce.Kind == cloud.KindNICFull || ce.Kind == cloud.KindSubnetFull):
 		code = codes.ResourceExhausted

@@ -73,7 +73,18 @@ func waitStat(t *testing.T, s *stack.Stack, cond func(mockarm.Stats) bool) mocka
 	return mockarm.Stats{}
 }
 
+// The fault matrix runs against both node shapes: a standalone VM's NIC (NIC PUT) and a
+// scale-set instance's (scale-set VM update).
 func TestFailedWritesRecoverByThemselves(t *testing.T) {
+	for _, shape := range []struct {
+		name     string
+		scaleSet bool
+	}{{"standalone", false}, {"scale-set", true}} {
+		testFailedWritesRecover(t, shape.name, shape.scaleSet)
+	}
+}
+
+func testFailedWritesRecover(t *testing.T, shape string, scaleSet bool) {
 	for _, f := range []mockarm.Fault{
 		{Op: "put-nic", FailLRO: true, Count: 2},
 		{Op: "put-nic", FailLRO: true, KeepConfigs: true, Count: 2},
@@ -81,8 +92,8 @@ func TestFailedWritesRecoverByThemselves(t *testing.T) {
 		{Op: "put-nic", Status: 412, Code: "PreconditionFailed", Count: 2},
 		{Op: "get-nic", Status: 503, Count: 3},
 	} {
-		t.Run(fmt.Sprintf("%s-%d-%s-lro%v-keep%v", f.Op, f.Status, f.Code, f.FailLRO, f.KeepConfigs), func(t *testing.T) {
-			s := stack.Start(t, stack.Options{Config: func(c *cns.Config) { c.Pool.Limits.MinFree = 8 }})
+		t.Run(fmt.Sprintf("%s/%s-%d-%s-lro%v-keep%v", shape, f.Op, f.Status, f.Code, f.FailLRO, f.KeepConfigs), func(t *testing.T) {
+			s := stack.Start(t, stack.Options{ScaleSet: scaleSet, Config: func(c *cns.Config) { c.Pool.Limits.MinFree = 8 }})
 			s.WaitFor("warm pool", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 8 })
 			if err := s.Mock.Inject(f); err != nil {
 				t.Fatal(err)

@@ -2,12 +2,8 @@ package cns
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
-	"strings"
-	"unicode"
 
-	"github.com/vnet-cni/vnet-cni/ipampool"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
@@ -19,59 +15,8 @@ type ipamService struct {
 
 var _ cnsv1.IPAMServiceServer = (*ipamService)(nil)
 
-// Field limits: a container ID is a runtime's opaque ID (64 hex for containerd), an
-// interface name fits IFNAMSIZ, Kubernetes names fit DNS subdomains.
-const (
-	maxContainerID = 256
-	maxIfName      = 15
-	maxK8sName     = 253
-	maxNetnsPath   = 4096
-)
-
-func checkField(name, v string, limit int, required bool) error {
-	switch {
-	case v == "" && required:
-		return fmt.Errorf("%w: %s is required", ErrInvalid, name)
-	case len(v) > limit:
-		return fmt.Errorf("%w: %s is %d bytes, at most %d allowed", ErrInvalid, name, len(v), limit)
-	case strings.IndexFunc(v, func(r rune) bool { return !unicode.IsPrint(r) || r == unicode.ReplacementChar }) >= 0:
-		return fmt.Errorf("%w: %s has a non-printable character", ErrInvalid, name)
-	}
-	return nil
-}
-
-func checkKey(containerID, ifname string) (ipampool.Key, error) {
-	if err := checkField("container_id", containerID, maxContainerID, true); err != nil {
-		return ipampool.Key{}, err
-	}
-	if err := checkField("ifname", ifname, maxIfName, true); err != nil {
-		return ipampool.Key{}, err
-	}
-	if strings.ContainsAny(ifname, "/ \t:") || ifname == "." || ifname == ".." {
-		return ipampool.Key{}, fmt.Errorf("%w: ifname %q is not a valid interface name", ErrInvalid, ifname)
-	}
-	return ipampool.Key{ContainerID: containerID, IfName: ifname}, nil
-}
-
-// ownerOf validates a RequestIPs request and returns the owner it names.
-func ownerOf(req *cnsv1.RequestIPsRequest) (ipampool.Owner, error) {
-	k, err := checkKey(req.GetContainerId(), req.GetIfname())
-	if err != nil {
-		return ipampool.Owner{}, err
-	}
-	for _, f := range []struct {
-		name, v string
-		limit   int
-	}{{"netns", req.GetNetns(), maxNetnsPath}, {"pod_namespace", req.GetPodNamespace(), maxK8sName}, {"pod_name", req.GetPodName(), maxK8sName}} {
-		if err := checkField(f.name, f.v, f.limit, false); err != nil {
-			return ipampool.Owner{}, err
-		}
-	}
-	return ipampool.Owner{Key: k, PodNamespace: req.GetPodNamespace(), PodName: req.GetPodName(), Netns: req.GetNetns()}, nil
-}
-
 func (s *ipamService) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
-	o, err := ownerOf(req)
+	o, err := ownerOf(req, s.m.legacyNetwork())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -95,28 +40,15 @@ func ipConfig(g Grant) *cnsv1.IPConfig {
 }
 
 func (s *ipamService) ReleaseIPs(_ context.Context, req *cnsv1.ReleaseIPsRequest) (*cnsv1.ReleaseIPsResponse, error) {
-	k, err := checkKey(req.GetContainerId(), req.GetIfname())
+	k, err := releaseKey(req.GetContainerId(), req.GetIfname())
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	released, err := s.m.ReleaseIP(k)
+	released, err := s.m.ReleaseNetworkIP(k, req.GetNetwork())
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &cnsv1.ReleaseIPsResponse{Released: released}, nil
-}
-
-// validSet validates a GarbageCollect request and returns its attachments as a set.
-func validSet(req *cnsv1.GarbageCollectRequest) (map[ipampool.Key]bool, error) {
-	valid := make(map[ipampool.Key]bool, len(req.GetValidAttachments()))
-	for i, a := range req.GetValidAttachments() {
-		k, err := checkKey(a.GetContainerId(), a.GetIfname())
-		if err != nil {
-			return nil, fmt.Errorf("valid_attachments[%d]: %w", i, err)
-		}
-		valid[k] = true
-	}
-	return valid, nil
 }
 
 func (s *ipamService) GarbageCollect(_ context.Context, req *cnsv1.GarbageCollectRequest) (*cnsv1.GarbageCollectResponse, error) {
@@ -124,7 +56,7 @@ func (s *ipamService) GarbageCollect(_ context.Context, req *cnsv1.GarbageCollec
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	released, kept, err := s.m.GarbageCollect(valid)
+	released, kept, err := s.m.GarbageCollect(req.GetNetwork(), valid)
 	if err != nil {
 		return nil, toStatus(err)
 	}

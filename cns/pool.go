@@ -43,6 +43,10 @@ type ManagerConfig struct {
 	BackoffMax        time.Duration // cap of the retry delay (Retry-After may exceed it)
 	MTU               uint32        // VNet MTU reported to pods
 	ReleaseSpool      string        // directory of releases the plugin could not deliver
+	// LegacyNetwork is the CNI network that allocations recorded without one (state written
+	// before networks were recorded, legacy veth labels, requests of older plugins) belong to:
+	// the name of the single conflist cns served then. Empty means DefaultLegacyNetwork.
+	LegacyNetwork string
 }
 
 // Manager owns the pool. Its exported methods are safe for concurrent use.
@@ -116,6 +120,7 @@ func (m *Manager) Restore() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var errs []error
+	st.Allocations = m.migrateNetworks(st.Allocations)
 	for _, a := range st.Allocations {
 		e := ipampool.Entry{Addr: a.Addr, State: ipampool.Assigned, Since: a.AssignedAt, Owner: a.Owner, AssignedAt: a.AssignedAt}
 		if err := m.pool.Restore(e); err != nil {
@@ -166,6 +171,12 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 			return Grant{}, ErrShuttingDown
 		}
 		e, existed, err := m.pool.Assign(o, m.now())
+		if err == nil && existed {
+			if err := conflict(e.Owner, o); err != nil {
+				m.mu.Unlock()
+				return Grant{}, err
+			}
+		}
 		if err == nil {
 			g := Grant{Entry: e, Subnet: m.nicState.Subnet, MTU: m.cfg.MTU}
 			low := m.pool.Counts().Available < m.cfg.Limits.MinFree
@@ -263,15 +274,26 @@ func (m *Manager) waitError(ctx context.Context, what string) error {
 	return fmt.Errorf("%w after %s: %s; try again later", ErrWaitTimeout, m.cfg.RequestWait, what)
 }
 
-// ReleaseIP returns k's address to the pool: durable first, then in memory. An unknown key
-// is success with released=false.
+// ReleaseIP returns k's address to the pool, whatever network holds it.
 func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
+	return m.ReleaseNetworkIP(k, "")
+}
+
+// ReleaseNetworkIP returns k's address to the pool: durable first, then in memory. An unknown
+// key, or one held for a network other than network (when set), is success with
+// released=false: a DEL of one network never releases another network's pod.
+func (m *Manager) ReleaseNetworkIP(k ipampool.Key, network string) (released bool, err error) {
 	unlock := m.keys.lock(k)
 	defer unlock()
 	m.mu.Lock()
 	e, ok := m.pool.Lookup(k)
 	m.mu.Unlock()
 	if !ok {
+		return false, nil
+	}
+	if network != "" && e.Owner.Network != network {
+		m.log.Warn("release for another network ignored", "containerID", k.ContainerID, "ifname", k.IfName,
+			"network", network, "heldBy", e.Owner.Network, "addr", e.Addr)
 		return false, nil
 	}
 	now := m.now()
@@ -290,30 +312,6 @@ func (m *Manager) ReleaseIP(k ipampool.Key) (released bool, err error) {
 	m.mu.Unlock()
 	m.publish(eventReleased, e.Addr, fmt.Sprintf("%s %s", k.ContainerID, k.IfName))
 	return true, nil
-}
-
-// GarbageCollect releases every allocation whose key is not in valid.
-func (m *Manager) GarbageCollect(valid map[ipampool.Key]bool) (released, kept int, err error) {
-	m.mu.Lock()
-	owners := m.pool.Owners()
-	m.mu.Unlock()
-	var errs []error
-	for _, k := range owners {
-		if valid[k] {
-			kept++
-			continue
-		}
-		ok, err := m.ReleaseIP(k)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if ok {
-			released++
-			m.log.Info("garbage-collected allocation", "containerID", k.ContainerID, "ifname", k.IfName)
-		}
-	}
-	return released, kept, errors.Join(errs...)
 }
 
 // Lookup returns k's grant without assigning.

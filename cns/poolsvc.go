@@ -64,7 +64,7 @@ func (s *poolService) ListAllocations(context.Context, *cnsv1.ListAllocationsReq
 		}
 		out.Allocations = append(out.Allocations, &cnsv1.Allocation{Address: e.Addr.String(),
 			ContainerId: e.Owner.ContainerID, Ifname: e.Owner.IfName, PodNamespace: e.Owner.PodNamespace,
-			PodName: e.Owner.PodName, Netns: e.Owner.Netns, AssignedAt: timestamppb.New(e.AssignedAt), Missing: e.Missing})
+			PodName: e.Owner.PodName, Netns: e.Owner.Netns, Network: e.Owner.Network, AssignedAt: timestamppb.New(e.AssignedAt), Missing: e.Missing})
 	}
 	return out, nil
 }

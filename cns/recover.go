@@ -3,7 +3,6 @@ package cns
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -24,9 +23,9 @@ func recoverFromDatapath(now time.Time) ([]store.Allocation, error) {
 	}
 	var out []store.Allocation
 	for _, l := range links {
-		key, ok := strings.CutPrefix(l.Attrs().Alias, cnsv1.HostVethAliasPrefix)
-		cid, ifname, ok2 := strings.Cut(key, "/")
-		if !ok || !ok2 || cid == "" {
+		// v2 labels carry the network; legacy ones do not (Restore migrates those).
+		network, cid, ifname, _, ok := cnsv1.ParseHostVethAlias(l.Attrs().Alias)
+		if !ok {
 			continue
 		}
 		routes, err := netlink.RouteList(l, netlink.FAMILY_V4)
@@ -42,7 +41,7 @@ func recoverFromDatapath(now time.Time) ([]store.Allocation, error) {
 			}
 			a, _ := netip.AddrFromSlice(r.Dst.IP.To4())
 			out = append(out, store.Allocation{Addr: a, AssignedAt: now,
-				Owner: ipampool.Owner{Key: ipampool.Key{ContainerID: cid, IfName: ifname}}})
+				Owner: ipampool.Owner{Key: ipampool.Key{ContainerID: cid, IfName: ifname}, Network: network}})
 			break
 		}
 	}

@@ -20,14 +20,12 @@ import (
 	"google.golang.org/grpc/reflection"
 	"k8s.io/client-go/rest"
 
-	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
 var (
-	_ NICAPI = (*azure.Client)(nil)
 	_ NICAPI = (*crd.Node)(nil)
 	_ Store  = (*store.Store)(nil)
 )
@@ -97,9 +95,9 @@ func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) 
 		}
 		return n, nil
 	}
-	nic, err := azure.New(cfg.Azure)
+	nic, err := connectCloud(ctx, cfg, log)
 	if err != nil {
-		return nil, fmt.Errorf("cloud client: %w", err)
+		return nil, fmt.Errorf("cloud: %w", err)
 	}
 	return nic, nil
 }

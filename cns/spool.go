@@ -41,7 +41,7 @@ func (m *Manager) replaySpool(dir string) {
 		}
 		k := ipampool.Key{ContainerID: r.ContainerID, IfName: r.IfName}
 		if g, ok := m.Lookup(k); ok && g.Entry.AssignedAt.Before(r.At) {
-			if _, err := m.ReleaseIP(k); err != nil {
+			if _, err := m.ReleaseNetworkIP(k, r.Network); err != nil { // "" (older plugins): any network
 				m.log.Error("replay spooled release; will retry", "containerID", k.ContainerID, "err", err)
 				continue
 			}

@@ -34,15 +34,20 @@ func (s State) String() string {
 	return fmt.Sprintf("State(%d)", uint8(s))
 }
 
-// Key identifies one pod interface, the unit of idempotency.
+// Key identifies one pod interface, the unit of idempotency. CNI names an attachment by
+// (network, container ID, ifname), but (container ID, ifname) already names one interface
+// in one sandbox, and the datapath (the host veth is named from it) can hold it only once:
+// the network is therefore a property of the Owner, checked on every call, not a key part.
 type Key struct {
 	ContainerID string
 	IfName      string
 }
 
-// Owner is the pod interface holding an address, with informational pod metadata.
+// Owner is the pod interface holding an address: the CNI network that attached it (which
+// scopes garbage collection) and informational pod metadata.
 type Owner struct {
 	Key
+	Network      string
 	PodNamespace string
 	PodName      string
 	Netns        string

@@ -73,14 +73,53 @@ func parseConfig(stdin []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil {
 		return nil, fmt.Errorf("%w: %w", errConfig, err)
 	}
-	if c.CNIVersion == "" {
-		return nil, fmt.Errorf("%w: cniVersion is required", errConfig)
-	}
-	if c.Name == "" {
-		return nil, fmt.Errorf("%w: name is required", errConfig)
-	}
 	if c.MTU < 0 || c.MTU > 65535 || (c.MTU > 0 && c.MTU < 576) {
 		return nil, fmt.Errorf("%w: mtu %d: want 576..65535, or 0 for the VNet's", errConfig, c.MTU)
+	}
+	if err := c.complete(); err != nil {
+		return nil, err
+	}
+	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
+		return nil, fmt.Errorf("%w: prevResult: %w", errConfig, err)
+	}
+	return c, nil
+}
+
+// parseDelConfig decodes stdin for DEL, leniently: unknown fields (a conflist upgraded, or
+// downgraded, between ADD and DEL), an out-of-range MTU and an unreadable prevResult are
+// ignored, since DEL uses none of them. Only what DEL needs must be readable: the network
+// name, the cns socket, the spool and the timeout.
+func parseDelConfig(stdin []byte) (*Config, error) {
+	// A Decoder, as ADD's parsing uses, so both read the same first JSON value.
+	var c Config
+	if err := json.NewDecoder(bytes.NewReader(stdin)).Decode(&c); err != nil {
+		// A field of ours with a wrong type: fall back to the fields every config has, so
+		// the defaults (socket, spool) still let DEL release the address.
+		var base struct {
+			types.NetConf
+			CNSSocket    string `json:"cnsSocket"`
+			ReleaseSpool string `json:"releaseSpool"`
+		}
+		if berr := json.NewDecoder(bytes.NewReader(stdin)).Decode(&base); berr != nil {
+			return nil, fmt.Errorf("%w: %w", errConfig, err)
+		}
+		c = Config{PluginConf: types.PluginConf{CNIVersion: base.CNIVersion, Name: base.Name, Type: base.Type},
+			CNSSocket: base.CNSSocket, ReleaseSpool: base.ReleaseSpool}
+	}
+	c.PrevResult, c.RawPrevResult = nil, nil
+	if err := c.complete(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// complete checks the required fields and fills the defaults.
+func (c *Config) complete() error {
+	if c.CNIVersion == "" {
+		return fmt.Errorf("%w: cniVersion is required", errConfig)
+	}
+	if c.Name == "" {
+		return fmt.Errorf("%w: name is required", errConfig)
 	}
 	if c.CNSSocket == "" {
 		c.CNSSocket = DefaultCNSSocket
@@ -94,8 +133,5 @@ func parseConfig(stdin []byte) (*Config, error) {
 	if c.ValidAttachments == nil {
 		c.ValidAttachments = c.LegacyAttachments
 	}
-	if err := version.ParsePrevResult(&c.PluginConf); err != nil {
-		return nil, fmt.Errorf("%w: prevResult: %w", errConfig, err)
-	}
-	return c, nil
+	return nil
 }

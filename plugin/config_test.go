@@ -9,7 +9,8 @@ import (
 )
 
 // FuzzParseConfig: any stdin is either refused as invalid configuration (CNI code 7) or
-// parsed into a config whose every field is usable.
+// parsed into a config whose every field is usable; DEL's lenient parsing accepts every
+// config ADD accepts, with the same network, socket and spool.
 func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{"cniVersion":"1.1.0","name":"vnet","type":"vnet-cni"}`))
 	f.Add([]byte(`{"cniVersion":"1.1.0","name":"vnet","type":"vnet-cni","mtu":1400,"requestTimeout":"5s","cnsSocket":"/s"}`))
@@ -19,6 +20,16 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte(`{`))
 	f.Fuzz(func(t *testing.T, stdin []byte) {
 		c, err := parseConfig(stdin)
+		d, derr := parseDelConfig(stdin)
+		if derr != nil && !errors.Is(derr, errConfig) {
+			t.Fatalf("DEL refusal %v does not map to code 7", derr)
+		}
+		if derr == nil && (d.Name == "" || d.CNSSocket == "" || d.ReleaseSpool == "" || d.RequestTimeout.Duration <= 0) {
+			t.Fatalf("DEL accepted an unusable config: %+v", d)
+		}
+		if err == nil && (derr != nil || d.Name != c.Name || d.CNSSocket != c.CNSSocket || d.ReleaseSpool != c.ReleaseSpool) {
+			t.Fatalf("ADD accepts %s but DEL reads %+v (%v)", stdin, d, derr)
+		}
 		if err != nil {
 			if !errors.Is(err, errConfig) || toCNIError(err).Code != types.ErrInvalidNetworkConfig {
 				t.Fatalf("refusal %v does not map to code 7", err)

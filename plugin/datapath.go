@@ -10,7 +10,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -68,15 +67,21 @@ func interfaceExists(podNS ns.NetNS, ifname string) (bool, error) {
 
 // setupDatapath builds both sides. It runs in the node namespace (hostNS is the current
 // one). On error, the caller tears down: deleting the host veth removes everything.
+//
+// The pod runs once per pod start, so the kernel round trips are counted (README,
+// "Where ADD's time goes"): both MACs are chosen here, so the pod's neighbour entry and the
+// result need no lookup; the pod side is created up, from inside the pod, with its peer placed
+// straight into the node namespace; one switch into the pod and back.
 func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName, alias string, p podNet) (hostIf, contIf net.Interface, err error) {
+	hostMAC, podMAC := vethMACs(hostName)
 	err = podNS.Do(func(ns.NetNS) error {
-		// Created from inside the pod with its peer placed straight into the node
-		// namespace: one netlink call, no move.
-		hostIf, contIf, err = ip.SetupVethWithName(ifname, hostName, p.MTU, "", hostNS)
-		if err != nil {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ifname, MTU: p.MTU, TxQLen: -1, HardwareAddr: podMAC, Flags: net.FlagUp},
+			PeerName: hostName, PeerHardwareAddr: hostMAC, PeerTxQLen: -1, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
 			return fmt.Errorf("create veth %s/%s: %w", ifname, hostName, err)
 		}
-		return configurePod(ifname, hostIf.HardwareAddr, p)
+		contIf = net.Interface{Index: veth.Index, MTU: p.MTU, Name: ifname, HardwareAddr: podMAC}
+		return configurePod(veth, hostMAC, p)
 	})
 	if err != nil {
 		return hostIf, contIf, err
@@ -84,6 +89,10 @@ func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName, alias string, p pod
 	link, err := netlinksafe.LinkByName(hostName)
 	if err != nil {
 		return hostIf, contIf, fmt.Errorf("find host veth %s: %w", hostName, err)
+	}
+	hostIf = net.Interface{Index: link.Attrs().Index, MTU: p.MTU, Name: hostName, HardwareAddr: hostMAC}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return hostIf, contIf, fmt.Errorf("set host veth %s up: %w", hostName, err)
 	}
 	if alias != "" {
 		if err := netlink.LinkSetAlias(link, alias); err != nil {
@@ -93,21 +102,33 @@ func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName, alias string, p pod
 	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet32(p.IP), Scope: netlink.SCOPE_LINK}); err != nil {
 		return hostIf, contIf, fmt.Errorf("route %s/32 dev %s: %w", p.IP, hostName, err)
 	}
+	// The node routes this link itself: router advertisements from the pod must not install
+	// IPv6 routes on it (no error when IPv6 is off).
+	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)
 	return hostIf, contIf, enableForwarding()
 }
 
-// configurePod runs inside the pod namespace.
-func configurePod(ifname string, hostMAC net.HardwareAddr, p podNet) error {
-	link, err := netlinksafe.LinkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", ifname, err)
+// vethMACs derives both ends' MAC addresses from the host veth's name (itself a hash of the
+// attachment): locally administered unicast, stable across retries, known without asking the
+// kernel. Each veth is its own two-host link, so uniqueness matters only between its ends.
+func vethMACs(hostName string) (host, pod net.HardwareAddr) {
+	sum := sha256.Sum256([]byte(hostName))
+	host, pod = make(net.HardwareAddr, 6), make(net.HardwareAddr, 6)
+	copy(host, sum[0:6])
+	copy(pod, sum[6:12])
+	host[0] = host[0]&0xfc | 0x02
+	pod[0] = pod[0]&0xfc | 0x02
+	if host.String() == pod.String() {
+		pod[5] ^= 1
 	}
-	idx := link.Attrs().Index
+	return host, pod
+}
+
+// configurePod runs inside the pod namespace, on the link just created (up, index known).
+func configurePod(link netlink.Link, hostMAC net.HardwareAddr, p podNet) error {
+	ifname, idx := link.Attrs().Name, link.Attrs().Index
 	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: ipNet32(p.IP)}); err != nil {
 		return fmt.Errorf("add %s/32 to %s: %w", p.IP, ifname, err)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return fmt.Errorf("set %s up: %w", ifname, err)
 	}
 	gw := &net.IPNet{IP: podGateway, Mask: net.CIDRMask(32, 32)}
 	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
@@ -118,7 +139,7 @@ func configurePod(ifname string, hostMAC net.HardwareAddr, p podNet) error {
 			return fmt.Errorf("route %s via %s: %w", r, podGateway, err)
 		}
 	}
-	err = netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+	err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
 		IP: podGateway, HardwareAddr: hostMAC})
 	if err != nil {
 		return fmt.Errorf("neighbour %s lladdr %s dev %s: %w", podGateway, hostMAC, ifname, err)
@@ -264,28 +285,6 @@ func hasRoute(link netlink.Link, dst *net.IPNet, gw net.IP) bool {
 		return true
 	}
 	return false
-}
-
-// sweepHostVeths deletes host veths of ours (prefix, veth) not in keep, and returns them.
-func sweepHostVeths(keep map[string]bool) ([]string, error) {
-	links, err := netlinksafe.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	var removed []string
-	var errs []error
-	for _, l := range links {
-		name := l.Attrs().Name
-		if _, veth := l.(*netlink.Veth); !veth || !strings.HasPrefix(name, hostVethPrefix) || len(name) != len(hostVethPrefix)+11 || keep[name] {
-			continue
-		}
-		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
-			errs = append(errs, fmt.Errorf("delete %s: %w", name, err))
-			continue
-		}
-		removed = append(removed, name)
-	}
-	return removed, errors.Join(errs...)
 }
 
 // BuildDatapath builds the transparent datapath for ip with no IPAM, from the node

@@ -53,6 +53,8 @@ func toCNIError(err error) *types.Error {
 		return types.NewError(types.ErrTryAgainLater, msg, "")
 	case codes.InvalidArgument:
 		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "")
+	case codes.AlreadyExists:
+		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "this container ID and ifname belong to another live attachment")
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return types.NewError(types.ErrTryAgainLater, msg, "")

@@ -72,6 +72,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
+	if err := checkAttachment(conf.Name, args.ContainerID, args.IfName); err != nil {
+		return err
+	}
 	ka, err := parseK8sArgs(args.Args)
 	if err != nil {
 		return err
@@ -90,6 +93,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	} else if exists {
 		return fmt.Errorf("%w: %s already exists in %s", errExists, args.IfName, args.Netns)
 	}
+	// The host veth of this (container ID, ifname) belongs to another sandbox, or to what is
+	// left of one: building over it would fail, and the rollback would tear down a live pod.
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	if alias, exists, err := hostVethLabel(hostName); err != nil {
+		return err
+	} else if exists {
+		return fmt.Errorf("%w: host veth %s (%q) of %s/%s exists: another sandbox holds this container ID and ifname; DEL it first",
+			errExists, hostName, alias, args.ContainerID, args.IfName)
+	}
 	hostNS, err := ns.GetCurrentNS()
 	if err != nil {
 		return fmt.Errorf("open node network namespace: %w", err)
@@ -101,12 +113,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return err
 	}
 	defer done()
+	// cns refuses (ALREADY_EXISTS) a key held for another network or netns, so an address
+	// granted here is this attachment's own: the rollback below can only undo what this call
+	// made (the host veth did not exist before, and the grant is ours).
 	resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
-		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME)})
+		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name})
 	if err != nil {
 		return err
 	}
-	hostName := HostVethName(args.ContainerID, args.IfName)
 	defer func() {
 		if err == nil {
 			return
@@ -122,11 +136,15 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, cnsv1.HostVethAliasPrefix+args.ContainerID+"/"+args.IfName, pn)
+	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, cnsv1.HostVethAlias(conf.Name, args.ContainerID, args.IfName), pn)
 	if err != nil {
 		return err
 	}
-	return types.PrintResult(buildResult(conf, hostIf, contIf, args.Netns, pn), conf.CNIVersion)
+	res, err := mergePrevResult(conf.PrevResult, buildResult(conf, hostIf, contIf, args.Netns, pn))
+	if err != nil {
+		return err
+	}
+	return types.PrintResult(res, conf.CNIVersion)
 }
 
 func grantToPodNet(resp *cnsv1.RequestIPsResponse, mtu int) (podNet, error) {
@@ -180,16 +198,21 @@ func (p *Plugin) release(conf *Config, client CNS, containerID, ifname string) e
 	var err error
 	if client != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), conf.RequestTimeout.Duration)
-		err = client.ReleaseIPs(ctx, containerID, ifname)
+		err = client.ReleaseIPs(ctx, conf.Name, containerID, ifname)
 		cancel()
 		if err == nil {
+			return nil
+		}
+		// A key cns refuses to read is one it cannot hold (it refused to allocate it):
+		// nothing to release, and DEL must not leave the pod stuck terminating.
+		if grpcCode(err) == codes.InvalidArgument {
 			return nil
 		}
 	}
 	if client != nil && !errors.Is(err, errUnreachable) && !transient(err) {
 		return err
 	}
-	if _, serr := spoolRelease(conf.ReleaseSpool, containerID, ifname, p.Now()); serr != nil {
+	if _, serr := spoolRelease(conf.ReleaseSpool, conf.Name, containerID, ifname, p.Now()); serr != nil {
 		return errors.Join(err, serr)
 	}
 	return nil
@@ -204,13 +227,25 @@ func transient(err error) bool {
 }
 
 // Del tears the datapath down and releases the address. A missing namespace, link or
-// allocation is success, and so is an unreachable cns once the release is spooled.
+// allocation is success, and so is an unreachable cns once the release is spooled. The config
+// is read leniently (a conflist upgraded since ADD must not leave the pod stuck terminating),
+// and a host veth labelled for another network is left to that network.
 func (p *Plugin) Del(args *skel.CmdArgs) error {
-	conf, err := parseConfig(args.StdinData)
+	conf, err := parseDelConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	if err := teardownDatapath(args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName)); err != nil {
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	other, err := otherNetwork(hostName, conf.Name)
+	if err != nil {
+		return err
+	}
+	if other != "" {
+		// The key is another network's live attachment: nothing here is this network's to
+		// remove, and no release is spooled that could later free that pod's address.
+		return nil
+	}
+	if err := teardownDatapath(args.Netns, args.IfName, hostName); err != nil {
 		return err
 	}
 	client, err := p.Dial(conf)
@@ -288,26 +323,28 @@ func containerAddr(r *current.Result, ifname, netns string) (netip.Addr, error) 
 	return netip.Addr{}, fmt.Errorf("%w: prevResult has no IPv4 address for %s", errConfig, ifname)
 }
 
-// GC releases in cns every allocation not in cni.dev/valid-attachments and deletes host
-// veths of ours that belong to no valid attachment.
+// GC releases in cns every allocation of this network (the conflist name) not in
+// cni.dev/valid-attachments, and deletes the host veths labelled for this network that belong
+// to no valid attachment. Other networks' allocations and veths are not touched: the list
+// names only the attachments of the network being collected.
 func (p *Plugin) GC(args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
-	keep := map[string]bool{}
+	keep := map[types.GCAttachment]bool{}
 	valid := make([]*cnsv1.Attachment, 0, len(conf.ValidAttachments))
 	for _, a := range conf.ValidAttachments {
-		keep[HostVethName(a.ContainerID, a.IfName)] = true
+		keep[a] = true
 		valid = append(valid, &cnsv1.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
 	}
-	_, sweepErr := sweepHostVeths(keep)
+	_, sweepErr := sweepNetworkVeths(conf.Name, keep)
 	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return errors.Join(err, sweepErr)
 	}
 	defer done()
-	_, err = client.GarbageCollect(ctx, valid)
+	_, err = client.GarbageCollect(ctx, conf.Name, valid)
 	return errors.Join(err, sweepErr)
 }
 

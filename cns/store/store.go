@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,14 +23,18 @@ var (
 	bucketReleases    = []byte("pending-releases")
 	bucketMeta        = []byte("meta")
 	keySchema         = []byte("schema")
-	schemaVersion     = []byte("1")
+	// schemaVersion 2: allocation records are versioned (record.go) and carry the network.
+	// A schema 1 file is read (its v1 records are migrated); a cns that reads only schema 1
+	// refuses a schema 2 file rather than misreading its records.
+	schemaVersion = []byte("2")
+	schemaV1      = []byte("1")
 )
 
-// Allocation is one assigned address as persisted.
+// Allocation is one assigned address; its disk form is allocRecord (record.go).
 type Allocation struct {
-	Addr       netip.Addr     `json:"addr"`
-	Owner      ipampool.Owner `json:"owner"`
-	AssignedAt time.Time      `json:"assignedAt"`
+	Addr       netip.Addr
+	Owner      ipampool.Owner
+	AssignedAt time.Time
 }
 
 // State is everything the store holds.
@@ -95,7 +98,7 @@ func openDB(path string) (*bolt.DB, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) {
+		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) && string(v) != string(schemaV1) {
 			return fmt.Errorf("state schema %q, this cns reads %q", v, schemaVersion)
 		}
 		return meta.Put(keySchema, schemaVersion)
@@ -205,7 +208,7 @@ func allocKey(k ipampool.Key) []byte { return []byte(k.ContainerID + "\x00" + k.
 
 // PutAllocation records that a.Owner holds a.Addr (and ends any cooldown record of it).
 func (s *Store) PutAllocation(a Allocation) error {
-	v, err := json.Marshal(a)
+	v, err := encodeAllocation(a)
 	if err != nil {
 		return fmt.Errorf("encode allocation: %w", err)
 	}
@@ -276,8 +279,8 @@ func (s *Store) Load() (State, error) {
 	st := State{Cooldowns: map[netip.Addr]time.Time{}}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketAllocations).ForEach(func(k, v []byte) error {
-			var a Allocation
-			if err := json.Unmarshal(v, &a); err != nil {
+			a, err := decodeAllocation(v)
+			if err != nil {
 				return fmt.Errorf("allocation %q: %w", k, err)
 			}
 			st.Allocations = append(st.Allocations, a)

@@ -162,3 +162,24 @@ func TestLockedFileIsNotDiscarded(t *testing.T) {
 		t.Fatalf("second open of a locked file: moved %q, err %v; want an error and nothing moved", moved, err)
 	}
 }
+
+func TestV1AllocationRecordLoadsWithoutNetwork(t *testing.T) {
+	v1 := `{"addr":"10.0.0.9","owner":{"ContainerID":"c","IfName":"eth0","PodNamespace":"ns","PodName":"p","Netns":"/n"},"assignedAt":"2026-01-01T00:00:00Z"}`
+	a, err := decodeAllocation([]byte(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Allocation{Addr: netip.MustParseAddr("10.0.0.9"), AssignedAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		Owner: ipampool.Owner{Key: ipampool.Key{ContainerID: "c", IfName: "eth0"}, PodNamespace: "ns", PodName: "p", Netns: "/n"}}
+	if a != want {
+		t.Fatalf("v1 record: %+v, want %+v", a, want)
+	}
+	want.Owner.Network = "vnet-b"
+	b, _ := encodeAllocation(want)
+	if back, err := decodeAllocation(b); err != nil || back != want || !strings.Contains(string(b), `"v":2`) {
+		t.Fatalf("v2 round trip: %s -> %+v %v", b, back, err)
+	}
+	if _, err := decodeAllocation([]byte(`{"v":3}`)); err == nil {
+		t.Fatal("a record from a newer cns was read as this version")
+	}
+}

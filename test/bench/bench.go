@@ -5,20 +5,16 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
@@ -28,9 +24,12 @@ type Config struct {
 	BinDir     string // cns, vnet-cni
 	RefDir     string // ptp, host-local (containernetworking/plugins)
 	CNITool    string
+	CRICtl     string // crictl, for the containerd step
+	Pause      string // static pause binary, packed into the sandbox image
 	WorkDir    string
 	Out        string // results.json
 	Iterations int
+	Only       string // run only the steps whose name contains this (development)
 }
 
 // Latency is a distribution summary in milliseconds.
@@ -48,19 +47,48 @@ type Burst struct {
 	Failed    int     `json:"failed"`
 	Seconds   float64 `json:"seconds"`
 	NICWrites int     `json:"nic_writes"`
+	FirstErr  string  `json:"first_error,omitempty"` // of a failed ADD, to tell load from a fault
+}
+
+// Concurrent is the 30-pods-at-once result: each ADD's latency in ms.
+type Concurrent struct {
+	Pods     int     `json:"pods"`
+	Rounds   int     `json:"rounds"`
+	OursP50  float64 `json:"ours_p50"`
+	OursP99  float64 `json:"ours_p99"`
+	RefP50   float64 `json:"ref_p50"`
+	RefP99   float64 `json:"ref_p99"`
+	RatioP99 float64 `json:"ratio_p99"`
+}
+
+// Parts are the pieces of one ADD/DEL priced apart (medians, ms).
+type Parts struct {
+	ExecOurs      float64 `json:"exec_vnet_cni"`   // process start + package init (CNI VERSION)
+	ExecPTP       float64 `json:"exec_ptp"`        // the same for ptp
+	ExecHostLocal float64 `json:"exec_host_local"` // and host-local
+	ExecCNITool   float64 `json:"exec_cnitool"`    // cnitool's own start
+	ExecTrue      float64 `json:"exec_true"`       // fork+exec of /bin/true
+	DialCall      float64 `json:"dial_call"`       // fresh gRPC connection + one Status call
+	RequestIPs    float64 `json:"request_ips"`     // on an open connection, fsynced commit included
+	ReleaseIPs    float64 `json:"release_ips"`     // the same for ReleaseIPs
 }
 
 // Results is results.json.
 type Results struct {
-	Machine    string  `json:"machine"`
-	AddMs      Latency `json:"add_ms"`
-	DelMs      Latency `json:"del_ms"`
-	PairsPerS  float64 `json:"pairs_per_s"`
-	Burst      Burst   `json:"burst"`
-	CNSRSSMiB  float64 `json:"cns_rss_mib"`
-	FloorAddMs float64 `json:"floor_add_ms"`
-	FloorDelMs float64 `json:"floor_del_ms"`
-	Iterations int     `json:"iterations"`
+	Machine    string     `json:"machine"`
+	StateDisk  string     `json:"state_disk"` // file system under cns's --state in the latency run
+	FsyncMs    float64    `json:"fsync_ms"`   // median fsync there
+	AddMs      Latency    `json:"add_ms"`
+	DelMs      Latency    `json:"del_ms"`
+	Concurrent Concurrent `json:"concurrent_add"`
+	CRI        *CRI       `json:"cri,omitempty"`
+	Parts      Parts      `json:"parts"`
+	PairsPerS  float64    `json:"pairs_per_s"`
+	Burst      Burst      `json:"burst"`
+	CNSRSSMiB  float64    `json:"cns_rss_mib"`
+	FloorAddMs float64    `json:"floor_add_ms"`
+	FloorDelMs float64    `json:"floor_del_ms"`
+	Iterations int        `json:"iterations"`
 }
 
 // Run measures everything and writes the table to w.
@@ -73,13 +101,19 @@ func Run(ctx context.Context, w io.Writer, c Config) (*Results, error) {
 		name string
 		fn   func(context.Context, Config, *Results) error
 	}{
-		{"warm ADD/DEL vs ptp+host-local", latency},
+		{"warm ADD/DEL vs ptp+host-local, cnitool", latency},
+		{"30 ADDs at once vs ptp+host-local", concurrent},
+		{"containerd RunPodSandbox/StopPodSandbox vs ptp+host-local", cri},
+		{"parts of ADD/DEL", breakdown},
 		{"gRPC pairs/s", pairs},
 		{"burst of 200", burst},
 		{"cns memory", memory},
 		{"kernel floor", floor},
 	}
 	for _, s := range steps {
+		if c.Only != "" && !strings.Contains(s.name, c.Only) {
+			continue
+		}
 		fmt.Fprintf(w, "… %s\n", s.name)
 		if err := s.fn(ctx, c, r); err != nil {
 			return r, fmt.Errorf("%s: %w", s.name, err)
@@ -117,75 +151,6 @@ func newVNet(c Config, tag string, cnsArgs []string, latency time.Duration) (*vn
 		WorkDir: filepath.Join(c.WorkDir, tag), CNSArgs: cnsArgs, Mock: func(m *mockarmConfig) { m.Latency = latency }, Log: nil})
 }
 
-// latency alternates ours and the reference through cnitool in one node namespace.
-func latency(ctx context.Context, c Config, r *Results) error {
-	v, err := newVNet(c, "lat", []string{"--cooldown", "1s", "--min-free", "16", "--max-free", "48"}, 0)
-	if err != nil {
-		return err
-	}
-	defer v.Close()
-	n := v.Nodes[0]
-	confDir := filepath.Join(c.WorkDir, "lat", "net.d")
-	os.MkdirAll(confDir, 0o755)
-	ours := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ours","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q}]}`,
-		n.Socket, filepath.Join(n.Dir, "spool"))
-	ref := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ref","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
-		"ipam":{"type":"host-local","subnet":"10.200.0.0/16","dataDir":%q}}]}`, filepath.Join(c.WorkDir, "lat", "host-local"))
-	os.WriteFile(filepath.Join(confDir, "10-ours.conflist"), []byte(ours), 0o644)
-	os.WriteFile(filepath.Join(confDir, "20-ref.conflist"), []byte(ref), 0o644)
-	podOurs, err := n.NewPodNS("ours")
-	if err != nil {
-		return err
-	}
-	podRef, err := n.NewPodNS("ref")
-	if err != nil {
-		return err
-	}
-	env := []string{"NETCONFPATH=" + confDir, "CNI_PATH=" + c.BinDir + ":" + c.RefDir, "PATH=" + os.Getenv("PATH")}
-	run := func(args ...string) (time.Duration, error) {
-		var out bytes.Buffer
-		var took time.Duration
-		err := n.NS.Do(func(ns.NetNS) error {
-			cmd := exec.CommandContext(ctx, c.CNITool, args...)
-			cmd.Env, cmd.Stdout, cmd.Stderr = env, &out, &out
-			start := time.Now()
-			err := cmd.Run()
-			took = time.Since(start)
-			return err
-		})
-		if err != nil {
-			return 0, fmt.Errorf("cnitool %v: %w: %s", args, err, out.String())
-		}
-		return took, nil
-	}
-	var addO, addR, delO, delR []float64
-	for i := range c.Iterations + 5 {
-		a1, err := run("add", "ours", podOurs.Path())
-		if err != nil {
-			return err
-		}
-		a2, err := run("add", "ref", podRef.Path())
-		if err != nil {
-			return err
-		}
-		d1, err := run("del", "ours", podOurs.Path())
-		if err != nil {
-			return err
-		}
-		d2, err := run("del", "ref", podRef.Path())
-		if err != nil {
-			return err
-		}
-		if i < 5 { // warm-up: page cache, first scale-up
-			continue
-		}
-		addO, addR, delO, delR = append(addO, ms(a1)), append(addR, ms(a2)), append(delO, ms(d1)), append(delR, ms(d2))
-	}
-	r.AddMs = summary(addO, addR)
-	r.DelMs = summary(delO, delR)
-	return nil
-}
-
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func quantile(xs []float64, q float64) float64 {
@@ -203,16 +168,30 @@ func summary(ours, ref []float64) Latency {
 func round(x float64) float64 { return float64(int(x*100+0.5)) / 100 }
 
 func printTable(w io.Writer, r *Results) {
-	fmt.Fprintf(w, "\nmachine: %s; %d iterations each, alternating\n\n", r.Machine, r.Iterations)
-	fmt.Fprintf(w, "| measure | ours | reference | ratio | target |\n|---|---|---|---|---|\n")
-	fmt.Fprintf(w, "| warm ADD median (p90), cnitool | %.1f ms (%.1f) | %.1f ms (%.1f) ptp+host-local | %.2f | ≤ 0.5 |\n",
+	fmt.Fprintf(w, "\nmachine: %s; cns state on %s (fsync %.2f ms); %d iterations each, alternating\n\n",
+		r.Machine, r.StateDisk, r.FsyncMs, r.Iterations)
+	fmt.Fprintf(w, "| measure | ours | ptp + host-local | ratio | target |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| warm ADD median (p90), cnitool | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | ≤ 0.8 |\n",
 		r.AddMs.Ours, r.AddMs.OursP90, r.AddMs.Ref, r.AddMs.RefP90, r.AddMs.Ratio)
-	fmt.Fprintf(w, "| warm DEL median (p90), cnitool | %.1f ms (%.1f) | %.1f ms (%.1f) ptp+host-local | %.2f | ≤ 0.7 |\n",
+	fmt.Fprintf(w, "| warm DEL median (p90), cnitool | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | ≤ 1.0 |\n",
 		r.DelMs.Ours, r.DelMs.OursP90, r.DelMs.Ref, r.DelMs.RefP90, r.DelMs.Ratio)
-	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs, 64 clients, unix socket, fsynced | %.0f pairs/s | | | ≥ 5,000 |\n", r.PairsPerS)
+	c := r.Concurrent
+	fmt.Fprintf(w, "| %d ADDs at once, p50 / p99 per ADD (%d rounds) | %.1f / %.1f ms | %.1f / %.1f ms | %.2f (p99) | ≤ 0.7 |\n",
+		c.Pods, c.Rounds, c.OursP50, c.OursP99, c.RefP50, c.RefP99, c.RatioP99)
+	if r.CRI != nil {
+		fmt.Fprintf(w, "| containerd RunPodSandbox median (p90), crictl | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | ≤ 1.0 |\n",
+			r.CRI.Run.Ours, r.CRI.Run.OursP90, r.CRI.Run.Ref, r.CRI.Run.RefP90, r.CRI.Run.Ratio)
+		fmt.Fprintf(w, "| containerd StopPodSandbox median (p90), crictl | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | |\n",
+			r.CRI.Stop.Ours, r.CRI.Stop.OursP90, r.CRI.Stop.Ref, r.CRI.Stop.RefP90, r.CRI.Stop.Ratio)
+	}
+	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs, 64 clients, unix socket, fsynced | %.0f pairs/s | | | ≥ 10,000 |\n", r.PairsPerS)
 	fmt.Fprintf(w, "| burst: %d ADDs, pool at min free, 1 s per NIC write | %.2f s, %d failed, %d NIC writes | | | ≤ 3 s, 0, ≤ 3 |\n",
 		r.Burst.Pods, r.Burst.Seconds, r.Burst.Failed, r.Burst.NICWrites)
 	fmt.Fprintf(w, "| cns RSS, idle, 250 addresses assigned | %.1f MiB | | | ≤ 30 MiB |\n", r.CNSRSSMiB)
-	fmt.Fprintf(w, "| kernel floor (same netlink work, one process, no IPAM) | ADD %.1f ms, DEL %.1f ms | | ADD %.2f× floor | |\n",
-		r.FloorAddMs, r.FloorDelMs, r.AddMs.Ours/max(r.FloorAddMs, 0.001))
+	p := r.Parts
+	fmt.Fprintf(w, "\nparts (medians): exec+init vnet-cni %.2f ms, ptp %.2f, host-local %.2f, cnitool %.2f, /bin/true %.2f;\n",
+		p.ExecOurs, p.ExecPTP, p.ExecHostLocal, p.ExecCNITool, p.ExecTrue)
+	fmt.Fprintf(w, "  fresh gRPC connection + Status %.2f ms; RequestIPs %.2f ms; ReleaseIPs %.2f ms (open connection, fsynced);\n",
+		p.DialCall, p.RequestIPs, p.ReleaseIPs)
+	fmt.Fprintf(w, "  kernel floor (the plugin's netlink code in one process, no IPAM): ADD %.2f ms, DEL %.2f ms\n", r.FloorAddMs, r.FloorDelMs)
 }

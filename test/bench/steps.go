@@ -70,12 +70,16 @@ func burst(ctx context.Context, c Config, r *Results) error {
 			if _, err := n.Attach(ctx, fmt.Sprint("burst", i), nss[i], "burst"); err != nil {
 				mu.Lock()
 				r.Burst.Failed++
+				if r.Burst.FirstErr == "" {
+					r.Burst.FirstErr = err.Error()
+				}
 				mu.Unlock()
 			}
 		}()
 	}
 	wg.Wait()
-	r.Burst = Burst{Pods: pods, Failed: r.Burst.Failed, Seconds: round(time.Since(start).Seconds()), NICWrites: v.Mock.Stats().Writes - writes}
+	r.Burst = Burst{Pods: pods, Failed: r.Burst.Failed, FirstErr: r.Burst.FirstErr, Seconds: round(time.Since(start).Seconds()),
+		NICWrites: v.Mock.Stats().Writes - writes}
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -237,5 +238,89 @@ func TestBadInputNeverAllocates(t *testing.T) {
 				t.Fatalf("bad input allocated: %v", got)
 			}
 		})
+	}
+}
+
+// TestGCOfOneNetworkLeavesOtherNetworksPods runs two networks (two conflists, both vnet-cni,
+// one cns) through libcni: CNI's valid-attachments lists only the attachments of the network
+// being collected, so GC of network A must not release network B's live pods nor delete their
+// host veths.
+func TestGCOfOneNetworkLeavesOtherNetworksPods(t *testing.T) {
+	e := newEnv(t)
+	listA, err := libcni.NetworkConfFromBytes(e.list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listB, err := libcni.NetworkConfFromBytes([]byte(strings.Replace(string(e.list), `"name":"vnet"`, `"name":"vnet-b"`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := libcni.NewCNIConfigWithCacheDir([]string{binDir}, e.cache, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	type pod struct {
+		list *libcni.NetworkConfigList
+		rt   *libcni.RuntimeConf
+		ns   ns.NetNS
+		addr netip.Addr
+	}
+	var pods []*pod
+	for _, p := range []struct {
+		list *libcni.NetworkConfigList
+		id   string
+	}{{listA, "a-keep"}, {listA, "a-gone"}, {listB, "b-live"}} {
+		pn := nettest.NewNS(t)
+		rt := &libcni.RuntimeConf{ContainerID: p.id, NetNS: pn.Path(), IfName: "eth0"}
+		var res types.Result
+		if err := e.node.Do(func(ns.NetNS) (err error) { res, err = cfg.AddNetworkList(ctx, p.list, rt); return err }); err != nil {
+			t.Fatalf("AddNetworkList %s/%s: %v", p.list.Name, p.id, err)
+		}
+		r, _ := current.NewResultFromResult(res)
+		a, _ := netip.AddrFromSlice(r.IPs[0].Address.IP.To4())
+		pods = append(pods, &pod{list: p.list, rt: rt, ns: pn, addr: a})
+	}
+	keepA, goneA, liveB := pods[0], pods[1], pods[2]
+
+	gc := func(list *libcni.NetworkConfigList, valid ...*pod) {
+		t.Helper()
+		args := &libcni.GCArgs{}
+		for _, p := range valid {
+			args.ValidAttachments = append(args.ValidAttachments, types.GCAttachment{ContainerID: p.rt.ContainerID, IfName: "eth0"})
+		}
+		if err := e.node.Do(func(ns.NetNS) error { return cfg.GCNetworkList(ctx, list, args) }); err != nil {
+			t.Fatalf("GCNetworkList %s: %v", list.Name, err)
+		}
+	}
+	gc(listA, keepA)
+	held := map[string]string{}
+	for _, a := range e.allocations() {
+		held[a.GetContainerId()] = a.GetAddress()
+	}
+	want := map[string]string{"a-keep": keepA.addr.String(), "b-live": liveB.addr.String()}
+	if fmt.Sprint(held) != fmt.Sprint(want) {
+		t.Fatalf("allocations after GC of network vnet: %v, want %v", held, want)
+	}
+	veths := hostVeths(e.node)
+	wantVeths := []string{plugin.HostVethName("a-keep", "eth0"), plugin.HostVethName("b-live", "eth0")}
+	slices.Sort(veths)
+	slices.Sort(wantVeths)
+	if !slices.Equal(veths, wantVeths) {
+		t.Fatalf("host veths after GC of network vnet: %v, want %v", veths, wantVeths)
+	}
+	if err := nettest.Ping(keepA.ns, liveB.addr, 3*time.Second); err != nil {
+		t.Fatalf("network vnet-b's pod unreachable after GC of network vnet: %v", err)
+	}
+	// And the other way round: GC of vnet-b with its one live pod changes nothing.
+	gc(listB, liveB)
+	if got := e.allocations(); len(got) != 2 || len(hostVeths(e.node)) != 2 {
+		t.Fatalf("GC of vnet-b with its live pod listed: allocations %v, veths %v", got, hostVeths(e.node))
+	}
+	for _, p := range []*pod{keepA, goneA, liveB} {
+		if err := e.node.Do(func(ns.NetNS) error { return cfg.DelNetworkList(ctx, p.list, p.rt) }); err != nil {
+			t.Fatalf("DelNetworkList %s: %v", p.rt.ContainerID, err)
+		}
+	}
+	if got := e.allocations(); len(got) != 0 || len(hostVeths(e.node)) != 0 {
+		t.Fatalf("after DEL: allocations %v, host veths %v", got, hostVeths(e.node))
 	}
 }

@@ -92,7 +92,7 @@ func TestKill9KeepsAllocationsAndCooldowns(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	armAddr, tcpAddr := freePort(t), freePort(t)
 	socket := filepath.Join(dir, "cns.sock")
-	mock := startProc(t, dir, "mockarm", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"))
+	mock := startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"))
 	cnsArgs := []string{"--arm-endpoint", "http://" + armAddr, "--auth", "static", "--subscription", "00000000-0000-0000-0000-000000000000",
 		"--resource-group", "vnet-rg", "--nic", "node0-nic", "--socket", socket, "--state", filepath.Join(dir, "cns.db"),
 		"--release-spool", filepath.Join(dir, "spool"), "--listen", tcpAddr, "--metrics-listen", "", "--backoff-max", "1s"}
@@ -168,7 +168,7 @@ func TestSIGTERMDuringCloudWriteLosesNothing(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	armAddr := freePort(t)
 	socket := filepath.Join(dir, "cns.sock")
-	startProc(t, dir, "mockarm", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"), "--latency", "2s")
+	startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"), "--latency", "2s")
 	cns := startProc(t, dir, "cns", "--arm-endpoint", "http://"+armAddr, "--auth", "static", "--subscription", "00000000-0000-0000-0000-000000000000",
 		"--resource-group", "vnet-rg", "--nic", "node0-nic", "--socket", socket, "--state", filepath.Join(dir, "cns.db"),
 		"--release-spool", filepath.Join(dir, "spool"), "--listen", "", "--metrics-listen", "")

@@ -32,7 +32,8 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // Fault is injected into the next Count matching calls.
 type Fault struct {
-	// Op selects calls: "get-nic", "put-nic", "get-subnet", "get-operation" or "any".
+	// Op selects calls: "get-nic", "put-nic", "get-subnet", "get-operation", "any", or the
+	// IMDS calls "imds-instance" and "imds-token" ("any" never matches those).
 	Op string `json:"op"`
 	// Count is how many calls it applies to (default 1).
 	Count int `json:"count"`
@@ -43,6 +44,8 @@ type Fault struct {
 	RetryAfter int `json:"retryAfter,omitempty"`
 	// Delay holds the call before answering.
 	Delay Duration `json:"delay,omitempty"`
+	// Body answers 200 with this raw body (IMDS ops only), e.g. not JSON.
+	Body string `json:"body,omitempty"`
 	// FailLRO lets the NIC write be accepted and its long-running operation end Failed.
 	FailLRO bool `json:"failLRO,omitempty"`
 	// KeepConfigs, with FailLRO, leaves the written ip configurations on the NIC when the
@@ -51,12 +54,13 @@ type Fault struct {
 	KeepConfigs bool `json:"keepConfigs,omitempty"`
 }
 
-var faultOps = map[string]bool{"get-nic": true, "put-nic": true, "get-subnet": true, "get-operation": true, "any": true}
+var faultOps = map[string]bool{"get-nic": true, "put-nic": true, "get-subnet": true, "get-operation": true, "any": true,
+	"imds-instance": true, "imds-token": true}
 
 // Inject queues a fault.
 func (s *Server) Inject(f Fault) error {
 	if !faultOps[f.Op] {
-		return fmt.Errorf("fault op %q: want get-nic, put-nic, get-subnet, get-operation or any", f.Op)
+		return fmt.Errorf("fault op %q: want get-nic, put-nic, get-subnet, get-operation, any, imds-instance or imds-token", f.Op)
 	}
 	if f.FailLRO && f.Op != "put-nic" {
 		return fmt.Errorf("failLRO applies to put-nic only")
@@ -82,6 +86,10 @@ func (s *Server) ClearFaults() {
 
 func opOf(r *http.Request) string {
 	switch p := r.URL.Path; {
+	case strings.HasPrefix(p, "/metadata/identity/"):
+		return "imds-token"
+	case strings.HasPrefix(p, "/metadata/"):
+		return "imds-instance"
 	case strings.Contains(p, "/operations/"):
 		return "get-operation"
 	case strings.Contains(p, "/subnets/"):
@@ -98,7 +106,9 @@ func (s *Server) takeFault(r *http.Request) *Fault {
 	op := opOf(r)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.consumeLocked(func(f *Fault) bool { return !f.FailLRO && (f.Op == op || f.Op == "any") })
+	return s.consumeLocked(func(f *Fault) bool {
+		return !f.FailLRO && (f.Op == op || f.Op == "any" && !strings.HasPrefix(op, "imds-"))
+	})
 }
 
 func (s *Server) takeLROFault() *Fault {

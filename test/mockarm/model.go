@@ -1,6 +1,7 @@
 package mockarm
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -220,6 +221,10 @@ func (s *subnet) apply(id string, cur, body *armnetwork.Interface, subnetID stri
 		Type: ptr("Microsoft.Network/networkInterfaces"), Etag: ptr(newETag()),
 		Properties: &armnetwork.InterfacePropertiesFormat{IPConfigurations: out,
 			ProvisioningState: ptr(armnetwork.ProvisioningStateSucceeded)}}
+	// The MAC and the owning VM are the platform's, not the writer's: they survive every PUT.
+	if src := cmp.Or(cur, body); src.Properties != nil {
+		n.Properties.MacAddress, n.Properties.VirtualMachine = src.Properties.MacAddress, src.Properties.VirtualMachine
+	}
 	return n, nil
 }
 

@@ -19,6 +19,8 @@ type Options struct {
 	Listen      string
 	NICs        []NICSpec
 	FabricNetns string // named network namespace of the emulated VNet
+	IMDS        bool   // serve IMDS on 169.254.169.254:80 inside FabricNetns
+	VMs         []NICSpec
 }
 
 // NICSpec asks for a NIC at start: name, optionally =primary address.
@@ -50,21 +52,38 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.StatePath, "state", c.StatePath, "state file; empty keeps state in memory")
 	fs.BoolVar(&c.AutoCreateNICs, "auto-create-nics", true, "a GET of an unknown NIC creates it")
 	fs.BoolVar(&c.Admin, "admin", false, "serve /admin/ (fault injection, NIC creation, state)")
+	fs.BoolVar(&c.RequireToken, "require-token", true, "answer 401 to ARM calls without a bearer token mockarm's IMDS issued (or a --static-token)")
+	fs.Func("static-token", "also accept this bearer token (cns --auth static, as make run does); repeatable", func(s string) error {
+		c.StaticTokens = append(c.StaticTokens, s)
+		return nil
+	})
+	fs.BoolVar(&o.IMDS, "imds", false, "with --fabric-netns: serve IMDS (instance metadata, managed identity tokens) on 169.254.169.254:80 "+
+		"inside that namespace, which must hold the address (e.g. on lo)")
+	fs.Func("vm", "create standalone VM NAME[=PRIMARY] with NIC NAME-nic at start (repeatable)", func(s string) error {
+		spec, err := parseSpec(s)
+		o.VMs = append(o.VMs, spec)
+		return err
+	})
 	fs.StringVar(&o.FabricNetns, "fabric-netns", "", "program the emulated VNet in this named network namespace (/32 route per ip configuration "+
 		"via its node), and also serve ARM on the subnet's gateway address inside it, at the --listen port")
 	fs.Func("nic", "create NIC NAME[=PRIMARY] at start in the VNet's resource group (repeatable)", func(s string) error {
-		name, addr, hasAddr := strings.Cut(s, "=")
-		spec := NICSpec{Name: name}
-		if hasAddr {
-			a, err := netip.ParseAddr(addr)
-			if err != nil {
-				return err
-			}
-			spec.Primary = a
-		}
+		spec, err := parseSpec(s)
 		o.NICs = append(o.NICs, spec)
-		return nil
+		return err
 	})
+}
+
+func parseSpec(s string) (NICSpec, error) {
+	name, addr, hasAddr := strings.Cut(s, "=")
+	spec := NICSpec{Name: name}
+	if hasAddr {
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			return spec, err
+		}
+		spec.Primary = a
+	}
+	return spec, nil
 }
 
 // Run serves mockarm until ctx ends.
@@ -88,6 +107,11 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 			return fmt.Errorf("create NIC %s: %w", n.Name, err)
 		}
 	}
+	for _, n := range o.VMs {
+		if _, err := s.CreateVM(o.Subscription, o.ResourceGroup, n.Name, n.Primary); err != nil {
+			return fmt.Errorf("create VM %s: %w", n.Name, err)
+		}
+	}
 	l, err := net.Listen("tcp", o.Listen)
 	if err != nil {
 		return err
@@ -103,6 +127,15 @@ func Run(ctx context.Context, o Options, log *slog.Logger) error {
 		}
 		log.Info("mockarm serving inside the VNet", "netns", o.FabricNetns, "addr", gw)
 		go func() { _ = s.Serve(ctx, gl) }()
+		if o.IMDS {
+			il, err := ListenInNS(fabricNS, net.JoinHostPort(IMDSAddr.String(), "80"))
+			if err != nil {
+				l.Close()
+				return fmt.Errorf("listen for IMDS in %s: %w", o.FabricNetns, err)
+			}
+			log.Info("IMDS serving inside the VNet", "netns", o.FabricNetns, "addr", il.Addr().String())
+			go func() { _ = s.ServeIMDS(ctx, il) }()
+		}
 	}
 	return s.Serve(ctx, l)
 }

@@ -40,6 +40,8 @@ type Config struct {
 	StatePath      string        // JSON state file; empty keeps state in memory only
 	AutoCreateNICs bool          // a GET of an unknown NIC creates it
 	Admin          bool          // serve /admin/ (fault injection, NIC creation)
+	RequireToken   bool          // ARM calls need a bearer token mockarm issued (IMDS) or a StaticTokens one; else 401
+	StaticTokens   []string      // bearer tokens accepted besides issued ones (make run's --auth static)
 	Fabric         Fabric        // optional
 	Log            *slog.Logger
 }
@@ -65,6 +67,8 @@ type Server struct {
 	faults  []*Fault
 	stats   Stats
 	routes  map[netip.Addr]netip.Addr // what the fabric has been told
+	// tokenKey signs the tokens IMDS issues; persisted with the state.
+	tokenKey []byte
 }
 
 // Stats counts calls, for tests that check cns does not hammer a throttled API.
@@ -96,12 +100,16 @@ func New(cfg Config) (*Server, error) {
 	if err := s.load(); err != nil {
 		return nil, err
 	}
+	if s.tokenKey == nil {
+		s.tokenKey = newTokenKey()
+	}
 	s.mux = http.NewServeMux()
 	nic := "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/networkInterfaces/{nic}"
 	s.mux.HandleFunc("GET "+nic, s.arm(s.getNIC))
 	s.mux.HandleFunc("PUT "+nic, s.arm(s.putNIC))
 	s.mux.HandleFunc("GET /subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/{subnet}", s.arm(s.getSubnet))
 	s.mux.HandleFunc("GET /subscriptions/{sub}/providers/Microsoft.Network/locations/{loc}/operations/{op}", s.arm(s.getOperation))
+	s.computeRoutes()
 	if cfg.Admin {
 		s.adminRoutes()
 	}
@@ -115,8 +123,10 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
 
 // Serve answers on l until ctx ends.
-func (s *Server) Serve(ctx context.Context, l net.Listener) error {
-	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+func (s *Server) Serve(ctx context.Context, l net.Listener) error { return serveHTTP(ctx, l, s) }
+
+func serveHTTP(ctx context.Context, l net.Listener, h http.Handler) error {
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -148,6 +158,9 @@ func (s *Server) arm(h handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Query().Get("api-version") == "" {
 			writeErr(w, apiErr(400, "MissingApiVersionParameter", "the api-version query parameter is required"))
+			return
+		}
+		if !s.authenticate(w, r) {
 			return
 		}
 		s.settle(time.Now())
@@ -201,7 +214,7 @@ func (s *Server) getNIC(r *http.Request) (int, any, http.Header, error) {
 	n, ok := s.nics[strings.ToLower(id)]
 	if !ok && s.cfg.AutoCreateNICs {
 		var err error
-		if n, err = s.createNICLocked(id, netip.Addr{}); err != nil {
+		if n, err = s.createNICLocked(id, netip.Addr{}, ""); err != nil {
 			return 0, nil, nil, err
 		}
 		ok = true
@@ -231,6 +244,16 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	status, n, hdr, err := s.writeNICLocked(r, sub, id, &body)
+	if err != nil {
+		return 0, nil, nil, err
+	}
+	return status, snapshot(n), hdr, nil
+}
+
+// writeNICLocked applies a new NIC body through the write bucket, If-Match and the
+// long-running operation; the NIC PUT and the scale-set VM update both come here.
+func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwork.Interface) (int, *armnetwork.Interface, http.Header, error) {
 	s.stats.Puts++
 	if wait, ok := s.bucket(sub).take(time.Now(), s.cfg.WriteBurst, s.cfg.WriteRate); !ok {
 		s.stats.Throttled++
@@ -245,7 +268,7 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	if m := r.Header.Get("If-Match"); m != "" && (cur == nil || (m != "*" && m != *cur.Etag)) {
 		return 0, nil, nil, &apiError{412, "PreconditionFailed", "If-Match " + m + " does not match the NIC's etag", 0}
 	}
-	n, err := s.subnet.apply(id, cur, &body, s.SubnetID(), s.cfg.MaxIPConfigs)
+	n, err := s.subnet.apply(id, cur, body, s.SubnetID(), s.cfg.MaxIPConfigs)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -272,7 +295,7 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	if cur == nil {
 		status = 201
 	}
-	return status, snapshot(n), hdr, nil
+	return status, n, hdr, nil
 }
 
 // settle finishes every operation whose time has come: success programs the fabric,
@@ -377,14 +400,16 @@ func (s *Server) CreateNIC(sub, rg, name string, primary netip.Addr) (netip.Addr
 	if n, ok := s.nics[strings.ToLower(id)]; ok {
 		return primaryAddr(n), nil
 	}
-	n, err := s.createNICLocked(id, primary)
+	n, err := s.createNICLocked(id, primary, "")
 	if err != nil {
 		return netip.Addr{}, err
 	}
 	return primaryAddr(n), nil
 }
 
-func (s *Server) createNICLocked(id string, primary netip.Addr) (*armnetwork.Interface, error) {
+// createNICLocked makes a NIC with its primary ip configuration; vm, if set, is the ID of the
+// VM it is attached to.
+func (s *Server) createNICLocked(id string, primary netip.Addr, vm string) (*armnetwork.Interface, error) {
 	ipc := &armnetwork.InterfaceIPConfiguration{Name: ptr("ipconfig1"), Properties: &armnetwork.InterfaceIPConfigurationPropertiesFormat{
 		Primary: ptr(true), PrivateIPAllocationMethod: ptr(armnetwork.IPAllocationMethodDynamic)}}
 	if primary.IsValid() {
@@ -396,6 +421,10 @@ func (s *Server) createNICLocked(id string, primary netip.Addr) (*armnetwork.Int
 	n, err := s.subnet.apply(id, nil, body, s.SubnetID(), s.cfg.MaxIPConfigs)
 	if err != nil {
 		return nil, err
+	}
+	n.Properties.MacAddress = ptr(MACFor(primaryAddr(n)))
+	if vm != "" {
+		n.Properties.VirtualMachine = &armnetwork.SubResource{ID: ptr(vm)}
 	}
 	s.nics[strings.ToLower(id)] = n
 	s.save()

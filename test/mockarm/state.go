@@ -12,8 +12,9 @@ import (
 )
 
 type stateFile struct {
-	Subnet string                  `json:"subnet"`
-	NICs   []*armnetwork.Interface `json:"nics"`
+	Subnet   string                  `json:"subnet"`
+	NICs     []*armnetwork.Interface `json:"nics"`
+	TokenKey []byte                  `json:"tokenKey,omitempty"` // signs issued tokens (auth.go)
 }
 
 // load reads the state file, if any, and rebuilds the subnet allocator from the NICs.
@@ -46,6 +47,7 @@ func (s *Server) load() error {
 			s.subnet.used[a] = *n.ID + "/ipConfigurations/" + name
 		}
 	}
+	s.tokenKey = st.TokenKey
 	s.cfg.Log.Info("loaded state", "path", s.cfg.StatePath, "nics", len(st.NICs))
 	return nil
 }
@@ -55,7 +57,7 @@ func (s *Server) save() {
 	if s.cfg.StatePath == "" {
 		return
 	}
-	st := stateFile{Subnet: s.cfg.Subnet.String()}
+	st := stateFile{Subnet: s.cfg.Subnet.String(), TokenKey: s.tokenKey}
 	for _, n := range s.nics {
 		st.NICs = append(st.NICs, n)
 	}

@@ -36,6 +36,9 @@ type Options struct {
 	Dir    string                // state directory; default t.TempDir()
 	// WrapStore, if set, stands between cns and its store (fault injection).
 	WrapStore func(*store.Store) cns.Store
+	// ScaleSet makes the node an instance of a uniform scale set: its NIC is written through
+	// the scale-set VM update instead of a NIC PUT.
+	ScaleSet bool
 }
 
 // Stack is a running mockarm + cns.
@@ -57,6 +60,7 @@ type Stack struct {
 	st       *store.Store
 	mockConf mockarm.Config
 	wrap     func(*store.Store) cns.Store
+	nicID    string
 }
 
 // Quiet is a logger for tests: warnings and errors only, to the test log.
@@ -98,6 +102,14 @@ func Start(t testing.TB, o Options) *Stack {
 	cfg.Pool.ReleaseSpool = filepath.Join(dir, "spool")
 	cfg.Azure = azure.Config{Endpoint: s.MockURL, Subscription: mc.Subscription, ResourceGroup: mc.ResourceGroup,
 		NIC: NICName, Auth: azure.AuthStatic, StaticToken: "test"}
+	s.nicID = mockarm.NICID(mc.Subscription, mc.ResourceGroup, NICName)
+	if o.ScaleSet {
+		cfg.Azure.ScaleSet, cfg.Azure.Instance = "pool", "0"
+		s.nicID = mockarm.ScaleSetNICID(mc.Subscription, mc.ResourceGroup, "pool", "0", NICName)
+		if _, err := s.Mock.CreateScaleSetVM(mc.Subscription, mc.ResourceGroup, "pool", "0", NICName, netip.Addr{}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.Pool.RequestWait = 10 * time.Second
 	cfg.Pool.CloudTimeout = 10 * time.Second
 	cfg.Pool.BackoffMin = 50 * time.Millisecond
@@ -144,7 +156,13 @@ func (s *Stack) RestartMock() { s.startMock() }
 // StartCNS starts cns (again) and waits until its pool is ready.
 func (s *Stack) StartCNS() {
 	s.t.Helper()
-	nic, err := azure.New(s.Cfg.Azure)
+	var nic cns.NICAPI
+	cred, err := azure.Credential(s.Cfg.Azure)
+	if err == nil && s.Cfg.Azure.ScaleSet != "" {
+		nic, err = azure.NewScaleSet(s.Cfg.Azure, cred)
+	} else if err == nil {
+		nic, err = azure.NewWithCredential(s.Cfg.Azure, cred)
+	}
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -256,7 +274,7 @@ func PollPool(pool cnsv1.PoolServiceClient, within time.Duration, cond func(*cns
 
 // NICAddrs returns the NIC's secondary addresses as mockarm holds them.
 func (s *Stack) NICAddrs() []netip.Addr {
-	a, ok := s.Mock.NICAddrs(s.mockConf.Subscription, s.mockConf.ResourceGroup, NICName)
+	a, ok := s.Mock.NICAddrsByID(s.nicID)
 	if !ok {
 		s.t.Fatal("NIC not found in mockarm")
 	}

@@ -40,8 +40,73 @@ type slot struct {
 	name string
 }
 
+// liveSet is the churn's record of live pods, shared by the workers and the checker, so that
+// "no address on two live pods" is checked while the churn runs, not only at its end.
+type liveSet struct {
+	mu     sync.Mutex
+	byAddr map[netip.Addr]string // address -> live container ID
+	checks atomic.Int64          // comparisons made during the churn
+}
+
+// added records a successful ADD and reports a pod that already holds the address.
+func (l *liveSet) added(id string, ip netip.Addr) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.checks.Add(1)
+	if other, dup := l.byAddr[ip]; dup && other != id {
+		return fmt.Errorf("ADD of %s got %s, held by live pod %s", id, ip, other)
+	}
+	l.byAddr[ip] = id
+	return nil
+}
+
+// removed records a completed DEL.
+func (l *liveSet) removed(ip netip.Addr) {
+	l.mu.Lock()
+	delete(l.byAddr, ip)
+	l.mu.Unlock()
+}
+
+func (l *liveSet) snapshot() map[netip.Addr]string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[netip.Addr]string, len(l.byAddr))
+	for a, id := range l.byAddr {
+		out[a] = id
+	}
+	return out
+}
+
+// checkCNS compares cns's assignments with the live pods: an address that a pod held both
+// before and after the listing and that cns lists for another pod has been handed out twice.
+// (A pod live across the whole listing held its address throughout; cns being down, killed
+// by the chaos, skips the round.)
+func (l *liveSet) checkCNS(ctx context.Context, pool cnsv1.PoolServiceClient) error {
+	before := l.snapshot()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	allocs, err := pool.ListAllocations(cctx, &cnsv1.ListAllocationsRequest{})
+	if err != nil {
+		return nil
+	}
+	after := l.snapshot()
+	l.checks.Add(1)
+	for _, a := range allocs.GetAllocations() {
+		ip, err := netip.ParseAddr(a.GetAddress())
+		if err != nil {
+			return fmt.Errorf("cns lists an unparsable address %q", a.GetAddress())
+		}
+		if id := before[ip]; id != "" && after[ip] == id && a.GetContainerId() != id {
+			return fmt.Errorf("cns assigns %s to %s while live pod %s holds it", ip, a.GetContainerId(), id)
+		}
+	}
+	return nil
+}
+
 // churn runs ops ADD/DEL operations from workers concurrent workers while chaos() strikes
-// every 100-400 ms, then checks every invariant of the pool against the live pods.
+// every 100-400 ms. "No address on two live pods" is checked continuously: after every
+// successful ADD against the live pods, and by a checker comparing cns's assignments with
+// them. At the end every invariant of the pool is checked against the live pods.
 func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string) {
 	const workers, slotsPerWorker, minOps, minKills = 4, 6, 1000, 10
 	v := start(t, tag, 1, "--cooldown", "1s", "--release-delay", "1s", "--reconcile-interval", "500ms", "--request-wait", "5s")
@@ -61,9 +126,26 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 		}
 	}
 	var ops, addFail, kills atomic.Int64
+	live := &liveSet{byAddr: map[netip.Addr]string{}}
 	stop := make(chan struct{})
 	var chaosWG sync.WaitGroup
-	chaosWG.Add(1)
+	chaosWG.Add(2)
+	go func() { // the continuous checker
+		defer chaosWG.Done()
+		tick := time.NewTicker(50 * time.Millisecond) // a sampling rate, not a wait for state
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			if err := live.checkCNS(ctx, n.Pool); err != nil {
+				t.Errorf("during the churn: %v", err)
+				return
+			}
+		}
+	}()
 	go func() {
 		defer chaosWG.Done()
 		for {
@@ -97,9 +179,13 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 						retryDel(ctx, t, n, id, s.ns)
 						continue
 					}
+					if err := live.added(id, ip); err != nil {
+						t.Errorf("during the churn: %v", err)
+					}
 					s.id, s.ip = id, ip
 				} else {
 					retryDel(ctx, t, n, s.id, s.ns)
+					live.removed(s.ip)
 					ops.Add(1)
 					s.id = ""
 				}
@@ -116,18 +202,21 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 		t.Fatal(err)
 	}
 
-	// Invariant 1: no address held by two live pods.
-	live := map[netip.Addr]string{}
+	if t.Failed() {
+		t.FailNow()
+	}
+	// Invariant 1: no address held by two live pods (checked all along; once more at the end).
+	liveAt := map[netip.Addr]string{}
 	var liveIDs []string
 	for _, ws := range slots {
 		for _, s := range ws {
 			if s.id == "" {
 				continue
 			}
-			if other, dup := live[s.ip]; dup {
+			if other, dup := liveAt[s.ip]; dup {
 				t.Fatalf("%s held by live pods %s and %s", s.ip, other, s.id)
 			}
-			live[s.ip] = s.id
+			liveAt[s.ip] = s.id
 			liveIDs = append(liveIDs, s.id)
 		}
 	}
@@ -141,7 +230,7 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 		held[a.GetContainerId()] = a.GetAddress()
 	}
 	nic, _ := v.Mock.NICAddrs(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC)
-	for ip, id := range live {
+	for ip, id := range liveAt {
 		if held[id] != ip.String() {
 			t.Fatalf("live pod %s has %s, cns holds %q for it", id, ip, held[id])
 		}
@@ -155,7 +244,7 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 		t.Fatalf("GC: %v", err)
 	}
 	p := waitPool(t, n, "converged", func(c *cnsv1.PoolCounts) bool {
-		return int(c.GetAssigned()) == len(live) && c.GetCooldown() == 0 && c.GetPendingRelease() == 0 && c.GetPending() == 0 &&
+		return int(c.GetAssigned()) == len(liveAt) && c.GetCooldown() == 0 && c.GetPendingRelease() == 0 && c.GetPending() == 0 &&
 			c.GetAvailable() >= 8 && c.GetAvailable() <= 24
 	})
 	nic, _ = v.Mock.NICAddrs(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC)
@@ -177,8 +266,8 @@ func churn(t *testing.T, tag string, chaos func(v *vnet.VNet) error, what string
 		t.Fatalf("host veths %v, want %v", veths, want)
 	}
 	report(t, "crash-churn (%s): %d ADD/DEL ops from %d workers, %d %s, %d ADDs failed and retried; invariants held: "+
-		"unique live addresses, %d live pods assigned in cns and on the NIC, NIC = %d assigned + %d free after GC, no orphan veth",
-		what, ops.Load(), workers, kills.Load(), what, addFail.Load(), len(live), p.GetCounts().GetAssigned(), p.GetCounts().GetAvailable())
+		"unique live addresses (%d checks during the churn), %d live pods assigned in cns and on the NIC, NIC = %d assigned + %d free after GC, no orphan veth",
+		what, ops.Load(), workers, kills.Load(), what, addFail.Load(), live.checks.Load(), len(liveAt), p.GetCounts().GetAssigned(), p.GetCounts().GetAvailable())
 }
 
 func retryDel(ctx context.Context, t *testing.T, n *vnet.Node, id string, pns ns.NetNS) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
@@ -45,7 +46,7 @@ func RunDemo(ctx context.Context, w io.Writer, c DemoConfig) (err error) {
 		return err
 	}
 	_ = os.WriteFile(filepath.Join(c.WorkDir, "demo.pid"), []byte(strconv.Itoa(os.Getpid())), 0o644)
-	v, err := New(Options{Prefix: c.Prefix, Nodes: 2, BinDir: c.BinDir, WorkDir: c.WorkDir,
+	v, err := New(Options{Prefix: c.Prefix, Nodes: 2, ScaleSetNodes: 1, BinDir: c.BinDir, WorkDir: c.WorkDir,
 		CNSArgs: []string{"--listen", "", "--metrics-listen", ""}})
 	if err != nil {
 		return err
@@ -56,9 +57,15 @@ func RunDemo(ctx context.Context, w io.Writer, c DemoConfig) (err error) {
 		os.Remove(filepath.Join(c.WorkDir, "demo.pid"))
 	}()
 	fmt.Fprintf(w, "VNet %s, gateway %s (mockarm serves ARM there, in namespace %s-vnet)\n", v.MockCfg.Subnet, v.Gateway, c.Prefix)
+	fmt.Fprintf(w, "every node runs the same command: cns %s\n  (no subscription, resource group or NIC: IMDS on %s says who the node is, its managed identity gets the token)\n",
+		strings.Join(v.Nodes[0].Args, " "), mockarm.IMDSAddr)
 	var pods []*Pod
 	for _, n := range v.Nodes {
-		fmt.Fprintf(w, "  %s  primary %-12s NIC %s  namespace %s-%s\n", n.Name, n.Primary, n.NIC, c.Prefix, n.Name)
+		shape := "standalone VM " + n.Name
+		if n.ScaleSet != "" {
+			shape = "scale-set VM " + n.ScaleSet + "/" + n.Instance
+		}
+		fmt.Fprintf(w, "  %s  primary %-12s NIC %s (%s)  namespace %s-%s\n", n.Name, n.Primary, n.NIC, shape, c.Prefix, n.Name)
 		for _, name := range []string{"web", "client"} {
 			p, err := n.AddPod(ctx, name)
 			if err != nil {

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
@@ -35,7 +36,11 @@ type Node struct {
 	Primary netip.Addr
 	Dir     string
 	Socket  string
-	NIC     string
+	NIC     string // the NIC's name
+	NICID   string // the NIC's ARM ID
+	// ScaleSet and Instance place a scale-set node; empty for a standalone VM.
+	ScaleSet, Instance string
+	Args               []string // cns's command line, the same on every node
 
 	cmd  *exec.Cmd
 	conn *grpc.ClientConn
@@ -55,7 +60,16 @@ func (v *VNet) addNode(i int) error {
 		return err
 	}
 	var err error
-	if n.Primary, err = v.Mock.CreateNIC(v.MockCfg.Subscription, v.MockCfg.ResourceGroup, n.NIC, netip.Addr{}); err != nil {
+	sub, rg := v.MockCfg.Subscription, v.MockCfg.ResourceGroup
+	if i <= v.opts.ScaleSetNodes {
+		n.ScaleSet, n.Instance, n.NIC = ScaleSetName, fmt.Sprint(i-1), ScaleSetName+"-nic"
+		n.NICID = mockarm.ScaleSetNICID(sub, rg, n.ScaleSet, n.Instance, n.NIC)
+		n.Primary, err = v.Mock.CreateScaleSetVM(sub, rg, n.ScaleSet, n.Instance, n.NIC, netip.Addr{})
+	} else {
+		n.NICID = mockarm.NICID(sub, rg, n.NIC)
+		n.Primary, err = v.Mock.CreateVM(sub, rg, n.Name, netip.Addr{})
+	}
+	if err != nil {
 		return err
 	}
 	if n.NS, err = v.newNS(n.Name); err != nil {
@@ -126,19 +140,24 @@ func (n *Node) wire() error {
 	})
 }
 
-// StartCNS starts the node's cns inside its namespace and waits until it is ready.
+// ScaleSetName is the uniform scale set of the VNet's scale-set nodes.
+const ScaleSetName = "vnet-pool"
+
+// StartCNS starts the node's cns inside its namespace and waits until it is ready. Every
+// node runs the same command line, as a DaemonSet would: no subscription, resource group or
+// NIC; cns learns them from IMDS and ARM, with a managed identity token from IMDS. Paths are
+// relative to the node's directory, which stands for the node's own filesystem.
 func (n *Node) StartCNS() error {
-	args := append([]string{"--arm-endpoint", n.v.ARMURL, "--auth", "static",
-		"--subscription", n.v.MockCfg.Subscription, "--resource-group", n.v.MockCfg.ResourceGroup, "--nic", n.NIC,
-		"--socket", n.Socket, "--state", filepath.Join(n.Dir, "cns.db"), "--release-spool", filepath.Join(n.Dir, "spool"),
-		"--backoff-max", "2s"}, n.v.opts.CNSArgs...)
+	args := append([]string{"--arm-endpoint", n.v.ARMURL, "--socket", "cns.sock", "--state", "cns.db",
+		"--release-spool", "spool", "--backoff-max", "2s", "--bootstrap-timeout", "15s"}, n.v.opts.CNSArgs...)
+	n.Args = args
 	logf, err := os.OpenFile(filepath.Join(n.Dir, "cns.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(n.v.opts.BinDir, "cns"), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Stdout, cmd.Stderr, cmd.Dir = logf, logf, n.Dir
 	// A child forked from a thread locked in the node namespace starts in it.
 	if err := n.NS.Do(func(ns.NetNS) error { return cmd.Start() }); err != nil {
 		return fmt.Errorf("start cns on %s: %w", n.Name, err)

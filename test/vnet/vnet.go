@@ -36,8 +36,11 @@ type Options struct {
 	BinDir  string   // holds cns and vnet-cni
 	WorkDir string   // state, sockets, logs; created
 	CNSArgs []string // extra cns flags for every node
-	Mock    func(*mockarm.Config)
-	Log     *slog.Logger
+	// ScaleSetNodes of the nodes (the first ones) are instances of a uniform scale set
+	// (their NIC is written through the scale-set VM); the others are standalone VMs.
+	ScaleSetNodes int
+	Mock          func(*mockarm.Config)
+	Log           *slog.Logger
 }
 
 // VNet is a running emulated VNet.
@@ -53,6 +56,7 @@ type VNet struct {
 	cancel  context.CancelFunc
 	served  chan struct{}
 	armAddr string
+	imdsL   net.Listener // IMDS on 169.254.169.254:80 in the vnet namespace
 	mu      sync.Mutex
 	names   []string // namespaces made, in creation order
 }
@@ -83,6 +87,8 @@ func New(opts Options) (v *VNet, err error) {
 	mc.StatePath = filepath.Join(opts.WorkDir, "mockarm.json")
 	mc.Log = opts.Log.With("component", "mockarm")
 	mc.Fabric = &mockarm.NetnsFabric{NS: v.NS}
+	// As on Azure: ARM wants a token, and nodes get theirs from IMDS with their managed identity.
+	mc.RequireToken = true
 	if opts.Mock != nil {
 		opts.Mock(&mc)
 	}
@@ -99,6 +105,10 @@ func New(opts Options) (v *VNet, err error) {
 	}
 	v.armAddr = l.Addr().String()
 	v.ARMURL = "http://" + v.armAddr
+	if v.imdsL, err = v.listenIMDS(); err != nil {
+		l.Close()
+		return v, err
+	}
 	v.serveMock(l)
 	for i := range opts.Nodes {
 		if err := v.addNode(i + 1); err != nil {
@@ -111,8 +121,19 @@ func New(opts Options) (v *VNet, err error) {
 func (v *VNet) serveMock(l net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	v.cancel, v.served = cancel, make(chan struct{})
-	m := v.Mock
-	go func() { defer close(v.served); _ = m.Serve(ctx, l) }()
+	m, il := v.Mock, v.imdsL
+	imdsDone := make(chan struct{})
+	go func() { defer close(imdsDone); _ = m.ServeIMDS(ctx, il) }()
+	go func() { defer close(v.served); _ = m.Serve(ctx, l); <-imdsDone }()
+}
+
+// listenIMDS opens IMDS's listener on the link-local address the vnet router holds.
+func (v *VNet) listenIMDS() (net.Listener, error) {
+	l, err := mockarm.ListenInNS(v.NS, net.JoinHostPort(mockarm.IMDSAddr.String(), "80"))
+	if err != nil {
+		return nil, fmt.Errorf("listen for IMDS: %w", err)
+	}
+	return l, nil
 }
 
 // RestartMock stops mockarm abruptly and starts a new one from its state file on the same
@@ -126,6 +147,10 @@ func (v *VNet) RestartMock() error {
 	}
 	l, err := mockarm.ListenInNS(v.NS, v.armAddr)
 	if err != nil {
+		return err
+	}
+	if v.imdsL, err = v.listenIMDS(); err != nil {
+		l.Close()
 		return err
 	}
 	v.Mock = m
@@ -145,7 +170,8 @@ func (v *VNet) newNS(tag string) (ns.NetNS, error) {
 	return n, nil
 }
 
-// setupRouter makes the vnet namespace a router that owns the gateway address.
+// setupRouter makes the vnet namespace a router that owns the gateway address and IMDS's
+// link-local address: nodes reach both through their default route, as Azure VMs do.
 func (v *VNet) setupRouter() error {
 	return v.NS.Do(func(ns.NetNS) error {
 		lo, err := netlink.LinkByName("lo")
@@ -157,6 +183,9 @@ func (v *VNet) setupRouter() error {
 		}
 		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: v.Gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
 			return fmt.Errorf("gateway address: %w", err)
+		}
+		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: mockarm.IMDSAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}}); err != nil {
+			return fmt.Errorf("IMDS address: %w", err)
 		}
 		return sysctl("net/ipv4/ip_forward", "1")
 	})

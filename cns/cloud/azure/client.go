@@ -1,7 +1,6 @@
 package azure
 
 import (
-	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,10 +16,8 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
-	azcloud "github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
-	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/network/armnetwork/v7"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud"
@@ -52,6 +48,11 @@ type Config struct {
 	FastPoll bool
 	// Transport carries every request instead of azcore's HTTP client (tests).
 	Transport policy.Transporter
+	ScaleSet  string // uniform scale set of the node VM; empty for a standalone VM
+	Instance  string // scale-set instance ID
+	// Identity tunes the managed identity credential's HTTP client (its retries; a test
+	// transport). Zero is azidentity's own defaults.
+	Identity azcore.ClientOptions
 }
 
 // Client reads and writes one NIC. It is safe for concurrent use, but cns makes one write
@@ -68,35 +69,21 @@ type Client struct {
 
 // New builds the SDK clients.
 func New(cfg Config) (*Client, error) {
-	if cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" {
-		return nil, errors.New("subscription, resource group and NIC name are required")
-	}
-	cred, err := credential(cfg)
+	cred, err := Credential(cfg)
 	if err != nil {
 		return nil, err
 	}
-	opts := &arm.ClientOptions{DisableRPRegistration: true}
-	// azcore retries quick failures itself; a Retry-After beyond 2 s makes it return at once,
-	// leaving the wait to cns's own jittered backoff, which never blocks a request.
-	opts.Retry = policy.RetryOptions{MaxRetries: 2, RetryDelay: 200 * time.Millisecond,
-		MaxRetryDelay: 2 * time.Second, TryTimeout: 30 * time.Second}
-	opts.Telemetry.ApplicationID = "vnet-cni-cns"
-	opts.Transport = cfg.Transport
-	poll := pollPolicy{interval: cmp.Or(cfg.PollInterval, DefaultPollInterval), fast: cfg.FastPoll}
-	if cfg.Endpoint != "" {
-		u, err := url.Parse(cfg.Endpoint)
-		if err != nil || u.Host == "" {
-			return nil, fmt.Errorf("ARM endpoint %q: not a URL", cfg.Endpoint)
-		}
-		opts.Cloud = azcloud.Configuration{
-			ActiveDirectoryAuthorityHost: azcloud.AzurePublic.ActiveDirectoryAuthorityHost,
-			Services: map[azcloud.ServiceName]azcloud.ServiceConfiguration{
-				azcloud.ResourceManager: {Endpoint: cfg.Endpoint, Audience: cfg.Endpoint},
-			},
-		}
-		// A plain-HTTP endpoint is only ever a local mockarm; the token is then a dummy.
-		opts.InsecureAllowCredentialWithHTTP = u.Scheme == "http"
-		poll.fast = poll.fast || u.Scheme == "http"
+	return NewWithCredential(cfg, cred)
+}
+
+// NewWithCredential builds the SDK clients over cred.
+func NewWithCredential(cfg Config, cred azcore.TokenCredential) (*Client, error) {
+	if cfg.Subscription == "" || cfg.ResourceGroup == "" || cfg.NIC == "" {
+		return nil, errors.New("subscription, resource group and NIC name are required")
+	}
+	opts, poll, err := armOptions(cfg)
+	if err != nil {
+		return nil, err
 	}
 	nics, err := armnetwork.NewInterfacesClient(cfg.Subscription, cred, opts)
 	if err != nil {
@@ -108,39 +95,6 @@ func New(cfg Config) (*Client, error) {
 	}
 	return &Client{nics: nics, subnets: subnets, rg: cfg.ResourceGroup, nic: cfg.NIC,
 		poll: poll, subnetP: map[string]netip.Prefix{}}, nil
-}
-
-func credential(cfg Config) (azcore.TokenCredential, error) {
-	switch cfg.Auth {
-	case AuthManagedIdentity:
-		o := &azidentity.ManagedIdentityCredentialOptions{}
-		if cfg.ClientID != "" {
-			o.ID = azidentity.ClientID(cfg.ClientID)
-		}
-		c, err := azidentity.NewManagedIdentityCredential(o)
-		if err != nil {
-			return nil, fmt.Errorf("managed identity credential: %w", err)
-		}
-		return c, nil
-	case AuthDefault, "":
-		c, err := azidentity.NewDefaultAzureCredential(nil)
-		if err != nil {
-			return nil, fmt.Errorf("default credential chain: %w", err)
-		}
-		return c, nil
-	case AuthStatic:
-		if cfg.StaticToken == "" {
-			return nil, errors.New("auth static needs a token")
-		}
-		return staticToken(cfg.StaticToken), nil
-	}
-	return nil, fmt.Errorf("auth %q: want %s, %s or %s", cfg.Auth, AuthManagedIdentity, AuthDefault, AuthStatic)
-}
-
-type staticToken string
-
-func (t staticToken) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
-	return azcore.AccessToken{Token: string(t), ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
 // GetNIC reads the NIC.
@@ -204,21 +158,8 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("put NIC %s: %w", c.nic, err))
 	}
-	// PollUntilDone refuses less than 1 s and waits 30 s when ARM sends no Retry-After;
-	// drive the poller with our own policy instead.
-	var hint http.Header
-	if put != nil {
-		hint = put.Header
-	}
-	for attempt := 0; !poller.Done(); attempt++ {
-		if err := sleep(ctx, c.poll.delay(attempt, retryAfter(hint))); err != nil {
-			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
-		}
-		presp, err := poller.Poll(ctx)
-		if err != nil {
-			return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
-		}
-		hint = presp.Header
+	if err := drive(ctx, poller, c.poll, put); err != nil {
+		return cloud.NIC{}, accepted(classify(fmt.Errorf("poll NIC %s update: %w", c.nic, err)))
 	}
 	res, err := poller.Result(ctx)
 	if err != nil {

@@ -103,54 +103,6 @@ func TestMockRejectsWrongIfMatch(t *testing.T) {
 	}
 }
 
-func TestFaultsAreClassified(t *testing.T) {
-	tests := []struct {
-		name       string
-		fault      mockarm.Fault
-		tune       func(*mockarm.Config)
-		want       cloud.Kind
-		retryAfter time.Duration
-	}{
-		{name: "429 longer than azcore's max retry delay is returned, not slept on",
-			fault: mockarm.Fault{Op: "put-nic", Status: 429, Code: "SubscriptionRequestsThrottled", RetryAfter: 30}, want: cloud.KindThrottled, retryAfter: 30 * time.Second},
-		{name: "persistent 503", fault: mockarm.Fault{Op: "put-nic", Status: 503, Count: 10}, want: cloud.KindUnavailable},
-		{name: "412 from a concurrent writer", fault: mockarm.Fault{Op: "put-nic", Status: 412, Code: "PreconditionFailed"}, want: cloud.KindConflict},
-		{name: "409 operation in progress", fault: mockarm.Fault{Op: "put-nic", Status: 409, Code: "AnotherOperationInProgress"}, want: cloud.KindBusy},
-		{name: "long-running operation ends Failed", fault: mockarm.Fault{Op: "put-nic", FailLRO: true}, want: cloud.KindFailed},
-		{name: "subnet full", tune: func(c *mockarm.Config) { c.Subnet = netip.MustParsePrefix("10.1.0.0/29") }, want: cloud.KindSubnetFull},
-		{name: "NIC limit", tune: func(c *mockarm.Config) { c.MaxIPConfigs = 3 }, want: cloud.KindNICFull},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			f := setup(t, tc.tune)
-			nic, err := f.c.GetNIC(ctx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tc.fault.Op != "" {
-				if err := f.mock.Inject(tc.fault); err != nil {
-					t.Fatal(err)
-				}
-			}
-			start := time.Now()
-			_, err = f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 4})
-			if cloud.KindOf(err) != tc.want {
-				t.Fatalf("got %v (kind %s), want kind %s", err, cloud.KindOf(err), tc.want)
-			}
-			if got := cloud.RetryAfterOf(err); got != tc.retryAfter {
-				t.Fatalf("retry after %s, want %s", got, tc.retryAfter)
-			}
-			if d := time.Since(start); d > 10*time.Second {
-				t.Fatalf("took %s: the client slept instead of returning", d)
-			}
-			after, _ := f.c.GetNIC(ctx(t))
-			if len(after.Secondaries) != 0 {
-				t.Fatalf("a failed write left ip configurations: %v", after.Secondaries)
-			}
-		})
-	}
-}
-
 func TestSlowWriteIsPolledPromptly(t *testing.T) {
 	f := setup(t, func(c *mockarm.Config) { c.Latency = 1200 * time.Millisecond })
 	nic, _ := f.c.GetNIC(ctx(t))

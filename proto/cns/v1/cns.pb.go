@@ -163,7 +163,10 @@ type RequestIPsRequest struct {
 	// pod_namespace is the Kubernetes namespace of the pod (informational).
 	PodNamespace string `protobuf:"bytes,4,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
 	// pod_name is the Kubernetes name of the pod (informational).
-	PodName       string `protobuf:"bytes,5,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	PodName string `protobuf:"bytes,5,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
+	// network is the CNI network name (the conflist's name) the attachment belongs to. A key
+	// already held for another network or another netns is refused with ALREADY_EXISTS.
+	Network       string `protobuf:"bytes,6,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -229,6 +232,13 @@ func (x *RequestIPsRequest) GetPodNamespace() string {
 func (x *RequestIPsRequest) GetPodName() string {
 	if x != nil {
 		return x.PodName
+	}
+	return ""
+}
+
+func (x *RequestIPsRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
 	}
 	return ""
 }
@@ -413,7 +423,10 @@ type ReleaseIPsRequest struct {
 	// container_id is the CNI container ID (required).
 	ContainerId string `protobuf:"bytes,1,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	// ifname is the interface name inside the pod (required).
-	Ifname        string `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	Ifname string `protobuf:"bytes,2,opt,name=ifname,proto3" json:"ifname,omitempty"`
+	// network, when set, releases the key only if its allocation belongs to this network (or
+	// to none recorded); a DEL of one network never releases another network's pod.
+	Network       string `protobuf:"bytes,3,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -458,6 +471,13 @@ func (x *ReleaseIPsRequest) GetContainerId() string {
 func (x *ReleaseIPsRequest) GetIfname() string {
 	if x != nil {
 		return x.Ifname
+	}
+	return ""
+}
+
+func (x *ReleaseIPsRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
 	}
 	return ""
 }
@@ -563,13 +583,16 @@ func (x *Attachment) GetIfname() string {
 	return ""
 }
 
-// GarbageCollectRequest lists every attachment that is still alive.
+// GarbageCollectRequest lists every attachment of one network that is still alive.
 type GarbageCollectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// valid_attachments are the attachments to keep; every other allocation is released.
+	// valid_attachments are the attachments to keep; every other allocation of network is released.
 	ValidAttachments []*Attachment `protobuf:"bytes,1,rep,name=valid_attachments,json=validAttachments,proto3" json:"valid_attachments,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// network scopes the collection to the allocations of this CNI network. Empty collects
+	// every network (the behaviour of plugins that predate the field).
+	Network       string `protobuf:"bytes,2,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GarbageCollectRequest) Reset() {
@@ -607,6 +630,13 @@ func (x *GarbageCollectRequest) GetValidAttachments() []*Attachment {
 		return x.ValidAttachments
 	}
 	return nil
+}
+
+func (x *GarbageCollectRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
 }
 
 // GarbageCollectResponse reports what happened.
@@ -1221,7 +1251,9 @@ type Allocation struct {
 	// assigned_at is when the address was assigned.
 	AssignedAt *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=assigned_at,json=assignedAt,proto3" json:"assigned_at,omitempty"`
 	// missing is true when the NIC no longer holds the address.
-	Missing       bool `protobuf:"varint,8,opt,name=missing,proto3" json:"missing,omitempty"`
+	Missing bool `protobuf:"varint,8,opt,name=missing,proto3" json:"missing,omitempty"`
+	// network is the owner's CNI network name.
+	Network       string `protobuf:"bytes,9,opt,name=network,proto3" json:"network,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1310,6 +1342,13 @@ func (x *Allocation) GetMissing() bool {
 		return x.Missing
 	}
 	return false
+}
+
+func (x *Allocation) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
 }
 
 // ListAllocationsResponse lists every allocation, ordered by address.
@@ -1481,13 +1520,14 @@ var File_cns_v1_cns_proto protoreflect.FileDescriptor
 
 const file_cns_v1_cns_proto_rawDesc = "" +
 	"\n" +
-	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa4\x01\n" +
+	"\x10cns/v1/cns.proto\x12\x06cns.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n" +
 	"\x11RequestIPsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
 	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x14\n" +
 	"\x05netns\x18\x03 \x01(\tR\x05netns\x12#\n" +
 	"\rpod_namespace\x18\x04 \x01(\tR\fpodNamespace\x12\x19\n" +
-	"\bpod_name\x18\x05 \x01(\tR\apodName\")\n" +
+	"\bpod_name\x18\x05 \x01(\tR\apodName\x12\x18\n" +
+	"\anetwork\x18\x06 \x01(\tR\anetwork\")\n" +
 	"\x05Route\x12 \n" +
 	"\vdestination\x18\x01 \x01(\tR\vdestination\"\x9c\x01\n" +
 	"\bIPConfig\x12\x18\n" +
@@ -1498,18 +1538,20 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\x03mtu\x18\x05 \x01(\rR\x03mtu\"E\n" +
 	"\x12RequestIPsResponse\x12/\n" +
 	"\n" +
-	"ip_configs\x18\x01 \x03(\v2\x10.cns.v1.IPConfigR\tipConfigs\"N\n" +
+	"ip_configs\x18\x01 \x03(\v2\x10.cns.v1.IPConfigR\tipConfigs\"h\n" +
 	"\x11ReleaseIPsRequest\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06ifname\x18\x02 \x01(\tR\x06ifname\"0\n" +
+	"\x06ifname\x18\x02 \x01(\tR\x06ifname\x12\x18\n" +
+	"\anetwork\x18\x03 \x01(\tR\anetwork\"0\n" +
 	"\x12ReleaseIPsResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\bR\breleased\"G\n" +
 	"\n" +
 	"Attachment\x12!\n" +
 	"\fcontainer_id\x18\x01 \x01(\tR\vcontainerId\x12\x16\n" +
-	"\x06ifname\x18\x02 \x01(\tR\x06ifname\"X\n" +
+	"\x06ifname\x18\x02 \x01(\tR\x06ifname\"r\n" +
 	"\x15GarbageCollectRequest\x12?\n" +
-	"\x11valid_attachments\x18\x01 \x03(\v2\x12.cns.v1.AttachmentR\x10validAttachments\"H\n" +
+	"\x11valid_attachments\x18\x01 \x03(\v2\x12.cns.v1.AttachmentR\x10validAttachments\x12\x18\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\"H\n" +
 	"\x16GarbageCollectResponse\x12\x1a\n" +
 	"\breleased\x18\x01 \x01(\rR\breleased\x12\x12\n" +
 	"\x04kept\x18\x02 \x01(\rR\x04kept\"\x0f\n" +
@@ -1553,7 +1595,7 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\rlast_error_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\vlastErrorAt\x12\x1d\n" +
 	"\n" +
 	"nic_writes\x18\t \x01(\x04R\tnicWrites\"\x18\n" +
-	"\x16ListAllocationsRequest\"\x8e\x02\n" +
+	"\x16ListAllocationsRequest\"\xa8\x02\n" +
 	"\n" +
 	"Allocation\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12!\n" +
@@ -1564,7 +1606,8 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\x05netns\x18\x06 \x01(\tR\x05netns\x12;\n" +
 	"\vassigned_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"assignedAt\x12\x18\n" +
-	"\amissing\x18\b \x01(\bR\amissing\"O\n" +
+	"\amissing\x18\b \x01(\bR\amissing\x12\x18\n" +
+	"\anetwork\x18\t \x01(\tR\anetwork\"O\n" +
 	"\x17ListAllocationsResponse\x124\n" +
 	"\vallocations\x18\x01 \x03(\v2\x12.cns.v1.AllocationR\vallocations\"\x12\n" +
 	"\x10WatchPoolRequest\"\xc6\x01\n" +

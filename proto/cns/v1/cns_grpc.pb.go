@@ -32,7 +32,9 @@ const (
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// IPAMService hands addresses to pods. Every call is idempotent per (container_id, ifname).
+// IPAMService hands addresses to pods. Every call is idempotent per (container_id, ifname); an
+// allocation also records the CNI network (the conflist name) that made it, which scopes
+// GarbageCollect and ReleaseIPs to that network.
 type IPAMServiceClient interface {
 	// RequestIPs returns the pod's IP configuration, assigning one from the warm pool when the key
 	// has none. It waits, bounded, for a scale-up when the pool is empty.
@@ -98,7 +100,9 @@ func (c *iPAMServiceClient) Status(ctx context.Context, in *StatusRequest, opts 
 // All implementations must embed UnimplementedIPAMServiceServer
 // for forward compatibility.
 //
-// IPAMService hands addresses to pods. Every call is idempotent per (container_id, ifname).
+// IPAMService hands addresses to pods. Every call is idempotent per (container_id, ifname); an
+// allocation also records the CNI network (the conflist name) that made it, which scopes
+// GarbageCollect and ReleaseIPs to that network.
 type IPAMServiceServer interface {
 	// RequestIPs returns the pod's IP configuration, assigning one from the warm pool when the key
 	// has none. It waits, bounded, for a scale-up when the pool is empty.

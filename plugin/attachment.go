@@ -1,0 +1,120 @@
+package plugin
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/plugins/pkg/netlinksafe"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+)
+
+// An attachment is CNI's unit: (network, container ID, ifname). The host veth is named from
+// (container ID, ifname) and labelled with all three (cnsv1.HostVethAlias), so DEL and GC
+// can tell one network's veths from another's without any state of their own.
+
+// checkAttachment refuses, before anything is allocated, an attachment whose label would not
+// fit the kernel's 255-byte alias or could not be parsed back: '/' separates the label's
+// parts, and CNI allows it in none of them. A bad network name is a config error (7), a bad
+// container ID or ifname an environment error (4).
+func checkAttachment(network, containerID, ifname string) error {
+	switch {
+	case network == "" || len(network) > cnsv1.MaxNetworkName || strings.ContainsAny(network, "/ \t\n"):
+		return fmt.Errorf("%w: network name %q: want 1..%d characters without '/' or spaces", errConfig, network, cnsv1.MaxNetworkName)
+	case containerID == "" || len(containerID) > cnsv1.MaxContainerID || strings.ContainsAny(containerID, "/ \t\n"):
+		return fmt.Errorf("%w: container ID %q: want 1..%d characters without '/' or spaces", errEnv, containerID, cnsv1.MaxContainerID)
+	case ifname == "" || len(ifname) > cnsv1.MaxIfName || strings.ContainsAny(ifname, "/ \t\n:") || ifname == "." || ifname == "..":
+		return fmt.Errorf("%w: interface name %q: want 1..%d characters, no '/', ':' or spaces", errEnv, ifname, cnsv1.MaxIfName)
+	case !cnsv1.AliasFits(network, containerID, ifname):
+		return fmt.Errorf("%w: network %q, container ID and ifname do not fit the host veth's 255-byte label", errEnv, network)
+	}
+	return nil
+}
+
+// hostVethLabel looks up a host veth: whether it exists and its alias.
+func hostVethLabel(hostName string) (alias string, exists bool, err error) {
+	link, err := netlinksafe.LinkByName(hostName)
+	var nf netlink.LinkNotFoundError
+	if errors.As(err, &nf) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("look up host veth %s: %w", hostName, err)
+	}
+	return link.Attrs().Alias, true, nil
+}
+
+// otherNetwork reports the network of an existing host veth when its label names a network
+// other than network: DEL must then leave it (and its address) to that network.
+func otherNetwork(hostName, network string) (string, error) {
+	alias, exists, err := hostVethLabel(hostName)
+	if err != nil || !exists {
+		return "", err
+	}
+	if net, _, _, legacy, ok := cnsv1.ParseHostVethAlias(alias); ok && !legacy && net != network {
+		return net, nil
+	}
+	return "", nil
+}
+
+// sweepNetworkVeths deletes the host veths labelled for network whose attachment is not in
+// keep, and returns their names. Veths of other networks, legacy labels (which name no
+// network: DEL still removes them) and unlabelled links are never touched.
+func sweepNetworkVeths(network string, keep map[types.GCAttachment]bool) ([]string, error) {
+	links, err := netlinksafe.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var removed []string
+	var errs []error
+	for _, l := range links {
+		if _, veth := l.(*netlink.Veth); !veth {
+			continue
+		}
+		net, cid, ifname, legacy, ok := cnsv1.ParseHostVethAlias(l.Attrs().Alias)
+		if !ok || legacy || net != network || keep[types.GCAttachment{ContainerID: cid, IfName: ifname}] {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete %s: %w", l.Attrs().Name, err))
+			continue
+		}
+		removed = append(removed, l.Attrs().Name)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// mergePrevResult chains our result after prev (CNI 1.1: a plugin that is not first in the
+// list receives the previous plugins' result and must pass it on): prev's interfaces, IPs,
+// routes and DNS are kept, ours are appended with interface indexes shifted past prev's.
+func mergePrevResult(prev types.Result, ours *current.Result) (*current.Result, error) {
+	if prev == nil {
+		return ours, nil
+	}
+	p, err := current.NewResultFromResult(prev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: prevResult: %w", errConfig, err)
+	}
+	out := *p
+	out.CNIVersion = ours.CNIVersion
+	shift := len(out.Interfaces)
+	out.Interfaces = append(append([]*current.Interface{}, out.Interfaces...), ours.Interfaces...)
+	out.IPs = append([]*current.IPConfig{}, out.IPs...)
+	for _, c := range ours.IPs {
+		c := *c
+		if c.Interface != nil {
+			c.Interface = current.Int(*c.Interface + shift)
+		}
+		out.IPs = append(out.IPs, &c)
+	}
+	out.Routes = append(append([]*types.Route{}, out.Routes...), ours.Routes...)
+	if len(out.DNS.Nameservers) == 0 && out.DNS.Domain == "" && len(out.DNS.Search) == 0 && len(out.DNS.Options) == 0 {
+		out.DNS = ours.DNS
+	}
+	return &out, nil
+}

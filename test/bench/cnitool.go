@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/vnet"
+)
+
+// cniNode runs cnitool inside an emulated node against two networks: "ours" (vnet-cni and the
+// node's cns) and "ref" (ptp + host-local v1.9.1, the reference).
+type cniNode struct {
+	c   Config
+	n   *vnet.Node
+	env []string
+}
+
+func newCNINode(c Config, v *vnet.VNet, tag string) (*cniNode, error) {
+	n := v.Nodes[0]
+	confDir := filepath.Join(c.WorkDir, tag, "net.d")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		return nil, err
+	}
+	ours := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ours","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q}]}`,
+		n.Socket, filepath.Join(n.Dir, "spool"))
+	ref := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ref","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
+		"ipam":{"type":"host-local","subnet":"10.200.0.0/16","dataDir":%q}}]}`, filepath.Join(c.WorkDir, tag, "host-local"))
+	for name, conf := range map[string]string{"10-ours.conflist": ours, "20-ref.conflist": ref} {
+		if err := os.WriteFile(filepath.Join(confDir, name), []byte(conf), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	env := []string{"NETCONFPATH=" + confDir, "CNI_PATH=" + c.BinDir + ":" + c.RefDir, "PATH=" + os.Getenv("PATH")}
+	return &cniNode{c: c, n: n, env: env}, nil
+}
+
+// run times one cnitool call from the node namespace (cnitool inherits it).
+func (cn *cniNode) run(ctx context.Context, verb, network string, pod ns.NetNS) (time.Duration, error) {
+	var out bytes.Buffer
+	var took time.Duration
+	err := cn.n.NS.Do(func(ns.NetNS) error {
+		cmd := exec.CommandContext(ctx, cn.c.CNITool, verb, network, pod.Path())
+		cmd.Env, cmd.Stdout, cmd.Stderr = cn.env, &out, &out
+		start := time.Now()
+		err := cmd.Run()
+		took = time.Since(start)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cnitool %s %s: %w: %s", verb, network, err, out.String())
+	}
+	return took, nil
+}
+
+// latency alternates ours and the reference through cnitool in one node namespace, with cns
+// started as `make run` starts it: default pool flags, bbolt state on disk.
+func latency(ctx context.Context, c Config, r *Results) error {
+	v, err := newVNet(c, "lat", nil, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	cn, err := newCNINode(c, v, "lat")
+	if err != nil {
+		return err
+	}
+	podOurs, err := cn.n.NewPodNS("ours")
+	if err != nil {
+		return err
+	}
+	podRef, err := cn.n.NewPodNS("ref")
+	if err != nil {
+		return err
+	}
+	var addO, addR, delO, delR []float64
+	for i := range c.Iterations + 5 {
+		var t [4]time.Duration
+		for j, step := range []struct {
+			verb, net string
+			pod       ns.NetNS
+		}{{"add", "ours", podOurs}, {"add", "ref", podRef}, {"del", "ours", podOurs}, {"del", "ref", podRef}} {
+			if t[j], err = cn.run(ctx, step.verb, step.net, step.pod); err != nil {
+				return err
+			}
+		}
+		if i < 5 { // warm-up: page cache, first scale-up
+			continue
+		}
+		addO, addR, delO, delR = append(addO, ms(t[0])), append(addR, ms(t[1])), append(delO, ms(t[2])), append(delR, ms(t[3]))
+	}
+	r.AddMs = summary(addO, addR)
+	r.DelMs = summary(delO, delR)
+	r.StateDisk, r.FsyncMs, err = stateDisk(filepath.Join(c.WorkDir, "lat"))
+	return err
+}
+
+// concurrent: a node receives a ReplicaSet of 30 pods at once, warm pool: 30 cnitool ADDs
+// start together; each ADD's own latency is kept. Rounds alternate ours and the reference,
+// every pod is deleted between rounds.
+func concurrent(ctx context.Context, c Config, r *Results) error {
+	const pods, rounds = 30, 6
+	// The warm pool holds at least the 30: min free above the burst, as an operator sizing
+	// a pool for ReplicaSets of 30 would set it.
+	v, err := newVNet(c, "conc", []string{"--min-free", "40", "--max-free", "80", "--batch-size", "32"}, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	cn, err := newCNINode(c, v, "conc")
+	if err != nil {
+		return err
+	}
+	nss := make([]ns.NetNS, pods)
+	for i := range nss {
+		if nss[i], err = cn.n.NewPodNS(fmt.Sprint("c", i)); err != nil {
+			return err
+		}
+	}
+	var ours, ref []float64
+	for round := range rounds {
+		for _, network := range []string{"ours", "ref"} {
+			if network == "ours" {
+				if err := settle(cn.n.Pool, func(p *cnsv1.PoolCounts) bool { return p.GetAvailable() >= pods && p.GetPending() == 0 }); err != nil {
+					return err
+				}
+			}
+			took, err := cn.burst(ctx, "add", network, nss)
+			if err != nil {
+				return err
+			}
+			if _, err := cn.burst(ctx, "del", network, nss); err != nil {
+				return err
+			}
+			if round == 0 { // warm-up
+				continue
+			}
+			if network == "ours" {
+				ours = append(ours, took...)
+			} else {
+				ref = append(ref, took...)
+			}
+		}
+	}
+	r.Concurrent = Concurrent{Pods: pods, Rounds: rounds - 1,
+		OursP50: quantile(ours, 0.5), OursP99: quantile(ours, 0.99), RefP50: quantile(ref, 0.5), RefP99: quantile(ref, 0.99)}
+	r.Concurrent.RatioP99 = round(r.Concurrent.OursP99 / r.Concurrent.RefP99)
+	return nil
+}
+
+// burst runs verb for every pod at once and returns each call's latency in ms.
+func (cn *cniNode) burst(ctx context.Context, verb, network string, nss []ns.NetNS) ([]float64, error) {
+	took := make([]float64, len(nss))
+	errs := make([]error, len(nss))
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, pod := range nss {
+		wg.Go(func() {
+			<-start
+			d, err := cn.run(ctx, verb, network, pod)
+			took[i], errs[i] = ms(d), err
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return took, nil
+}

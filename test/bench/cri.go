@@ -1,0 +1,334 @@
+package bench
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/vnet-cni/vnet-cni/test/vnet"
+)
+
+// CRI is containerd's RunPodSandbox and StopPodSandbox through crictl, ours vs the reference.
+type CRI struct {
+	Containerd string  `json:"containerd"`
+	Iterations int     `json:"iterations"`
+	Run        Latency `json:"run_pod_sandbox_ms"`
+	Stop       Latency `json:"stop_pod_sandbox_ms"`
+}
+
+const pauseImage = "localhost/pause:bench"
+
+// cri: one containerd (Debian's, with runc) in an emulated node's network namespace and a
+// private mount namespace, two runtime handlers that differ only in their CNI conf dir (ours,
+// ref). crictl alternates RunPodSandbox and StopPodSandbox on them; the pause image is built
+// here from the static pause binary.
+func cri(ctx context.Context, c Config, r *Results) error {
+	if c.Pause == "" || c.CRICtl == "" {
+		return errors.New("--pause and --crictl are required (make bench builds and installs them)")
+	}
+	v, err := newVNet(c, "cri", nil, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	n := v.Nodes[0]
+	d, err := filepath.Abs(filepath.Join(c.WorkDir, "cri"))
+	if err != nil {
+		return err
+	}
+	if err := criDirs(c, d, n); err != nil {
+		return err
+	}
+	if err := pauseTarball(c.Pause, filepath.Join(d, "pause.tar")); err != nil {
+		return err
+	}
+	ct, err := startContainerd(ctx, d, n)
+	if err != nil {
+		return err
+	}
+	defer ct.stop()
+	if out, err := exec.CommandContext(ctx, "ctr", "-a", ct.sock, "-n", "k8s.io", "images", "import", filepath.Join(d, "pause.tar")).CombinedOutput(); err != nil {
+		return fmt.Errorf("import pause image: %w: %s", err, out)
+	}
+	crictl := func(args ...string) (string, time.Duration, error) {
+		args = append([]string{"--runtime-endpoint", "unix://" + ct.sock, "--image-endpoint", "unix://" + ct.sock, "--timeout", "60s"}, args...)
+		cmd := exec.CommandContext(ctx, c.CRICtl, args...)
+		var out, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &stderr
+		start := time.Now()
+		err := cmd.Run()
+		took := time.Since(start)
+		if err != nil {
+			return "", 0, fmt.Errorf("crictl %v: %w: %s%s\ncontainerd log: %s", args[6:], err, out.String(), stderr.String(), ct.logTail())
+		}
+		return strings.TrimSpace(out.String()), took, nil
+	}
+	// Sandboxes' cgroups go under one parent of this run, removed at the end.
+	cgroup := fmt.Sprintf("/vnet-bench-%d", os.Getpid())
+	defer removeCgroups(cgroup)
+	defer crictl("rmp", "--all", "--force") //nolint:errcheck // best effort before containerd stops
+	iters := max(c.Iterations/5, 10)
+	var runO, runR, stopO, stopR []float64
+	for i := range iters + 2 {
+		for _, handler := range []string{"ours", "ref"} {
+			pod := filepath.Join(d, "pod.json")
+			conf := fmt.Sprintf(`{"metadata":{"name":"bench-%s-%d","namespace":"bench","uid":"uid-%s-%d","attempt":0},"log_directory":%q,"linux":{"cgroup_parent":%q}}`,
+				handler, i, handler, i, filepath.Join(d, "logs"), cgroup)
+			if err := os.WriteFile(pod, []byte(conf), 0o644); err != nil {
+				return err
+			}
+			id, run, err := crictl("runp", "--runtime", handler, pod)
+			if err != nil {
+				return err
+			}
+			_, stop, err := crictl("stopp", id)
+			if err != nil {
+				return err
+			}
+			if _, _, err := crictl("rmp", id); err != nil {
+				return err
+			}
+			if i < 2 { // warm-up
+				continue
+			}
+			if handler == "ours" {
+				runO, stopO = append(runO, ms(run)), append(stopO, ms(stop))
+			} else {
+				runR, stopR = append(runR, ms(run)), append(stopR, ms(stop))
+			}
+		}
+	}
+	version, _ := exec.Command("containerd", "--version").Output()
+	r.CRI = &CRI{Containerd: strings.TrimSpace(string(version)), Iterations: iters, Run: summary(runO, runR), Stop: summary(stopO, stopR)}
+	return nil
+}
+
+// criDirs writes containerd's CNI side: one bin dir with all plugins, one conf dir per handler.
+func criDirs(c Config, d string, n *vnet.Node) error {
+	for _, sub := range []string{"cni-bin", "net.d/ours", "net.d/ref", "varlib", "logs"} {
+		if err := os.MkdirAll(filepath.Join(d, sub), 0o755); err != nil {
+			return err
+		}
+	}
+	bins := map[string]string{"vnet-cni": c.BinDir, "ptp": c.RefDir, "host-local": c.RefDir, "loopback": c.RefDir}
+	for bin, dir := range bins {
+		src, err := filepath.Abs(filepath.Join(dir, bin))
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(d, "cni-bin", bin)
+		_ = os.Remove(dst)
+		if err := os.Symlink(src, dst); err != nil {
+			return err
+		}
+	}
+	// containerd 1.6's libcni reads configurations up to CNI 1.0.0.
+	ours := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ours","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q}]}`,
+		n.Socket, filepath.Join(n.Dir, "spool"))
+	ref := fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
+		"ipam":{"type":"host-local","subnet":"10.200.0.0/16","dataDir":%q}}]}`, filepath.Join(d, "host-local"))
+	if err := os.WriteFile(filepath.Join(d, "net.d/ours/10-ours.conflist"), []byte(ours), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(d, "net.d/ref/10-ref.conflist"), []byte(ref), 0o644)
+}
+
+// pauseTarball packs the static pause binary as /pause into a one-layer image tarball that
+// `ctr images import` reads.
+func pauseTarball(bin, out string) error {
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	var layerTar bytes.Buffer
+	tw := tar.NewWriter(&layerTar)
+	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	if _, err := tw.Write(b); err != nil {
+		return err
+	}
+	if err := tw.Close(); err != nil {
+		return err
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar.Bytes())), nil })
+	if err != nil {
+		return err
+	}
+	img, err := mutate.AppendLayers(empty.Image, layer)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Config.Entrypoint = []string{"/pause"}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		return err
+	}
+	tag, err := name.NewTag(pauseImage)
+	if err != nil {
+		return err
+	}
+	return tarball.WriteToFile(out, tag, img)
+}
+
+// containerd runs in the node's network namespace and a private mount namespace (held by
+// a sleeping process), where /run is a tmpfs and /var/lib a directory of the run: shim
+// sockets, pod network namespaces and the CNI cache stay off the host.
+type containerd struct {
+	sock, log string
+	holder    *exec.Cmd
+	cmd       *exec.Cmd
+}
+
+func startContainerd(ctx context.Context, d string, n *vnet.Node) (*containerd, error) {
+	ct := &containerd{sock: filepath.Join(d, "containerd.sock"), log: filepath.Join(d, "containerd.log")}
+	ct.holder = exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")
+	if err := ct.holder.Start(); err != nil {
+		return nil, fmt.Errorf("mount namespace holder: %w", err)
+	}
+	mnt := fmt.Sprintf("/proc/%d/ns/mnt", ct.holder.Process.Pid)
+	// unshare has made the namespace once its mount namespace differs from ours.
+	if err := poll(5*time.Second, func() bool {
+		a, _ := os.Readlink(mnt)
+		b, _ := os.Readlink("/proc/self/ns/mnt")
+		return a != "" && a != b
+	}); err != nil {
+		ct.stop()
+		return nil, fmt.Errorf("mount namespace holder: %w", err)
+	}
+	setup := fmt.Sprintf("mount -t tmpfs tmpfs /run && mount --bind %s /var/lib", filepath.Join(d, "varlib"))
+	if out, err := exec.Command("nsenter", "--mount="+mnt, "sh", "-c", setup).CombinedOutput(); err != nil {
+		ct.stop()
+		return nil, fmt.Errorf("private mounts: %w: %s", err, out)
+	}
+	toml := fmt.Sprintf(`version = 2
+root = %[1]q
+state = %[2]q
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
+[grpc]
+  address = %[3]q
+[ttrpc]
+  address = "%[3]s.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = %[4]q
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %[5]q
+  stream_server_address = "127.0.0.1"
+  enable_selinux = false
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    default_runtime_name = "ours"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ours]
+      runtime_type = "io.containerd.runc.v2"
+      cni_conf_dir = %[6]q
+      cni_max_conf_num = 1
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ours.options]
+        Root = %[8]q
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref]
+      runtime_type = "io.containerd.runc.v2"
+      cni_conf_dir = %[7]q
+      cni_max_conf_num = 1
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref.options]
+        Root = %[8]q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = %[9]q
+    conf_dir = %[6]q
+    max_conf_num = 1
+`, filepath.Join(d, "root"), filepath.Join(d, "state"), ct.sock, filepath.Join(d, "opt"), pauseImage,
+		filepath.Join(d, "net.d/ours"), filepath.Join(d, "net.d/ref"), filepath.Join(d, "runc"), filepath.Join(d, "cni-bin"))
+	conf := filepath.Join(d, "containerd.toml")
+	if err := os.WriteFile(conf, []byte(toml), 0o644); err != nil {
+		ct.stop()
+		return nil, err
+	}
+	logf, err := os.Create(ct.log)
+	if err != nil {
+		ct.stop()
+		return nil, err
+	}
+	defer logf.Close()
+	ct.cmd = exec.Command("nsenter", "--mount="+mnt, "--net="+n.NS.Path(), "containerd", "--config", conf)
+	ct.cmd.Stdout, ct.cmd.Stderr = logf, logf
+	if err := ct.cmd.Start(); err != nil {
+		ct.stop()
+		return nil, fmt.Errorf("start containerd: %w", err)
+	}
+	if err := poll(30*time.Second, func() bool {
+		return exec.CommandContext(ctx, "ctr", "-a", ct.sock, "version").Run() == nil
+	}); err != nil {
+		ct.stop()
+		return nil, fmt.Errorf("containerd not up: %w\n%s", err, ct.logTail())
+	}
+	return ct, nil
+}
+
+func (ct *containerd) logTail() string {
+	b, _ := os.ReadFile(ct.log)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// stop ends containerd (SIGTERM, SIGKILL after 10 s), then the mount namespace holder.
+func (ct *containerd) stop() {
+	for _, cmd := range []*exec.Cmd{ct.cmd, ct.holder} {
+		if cmd == nil || cmd.Process == nil {
+			continue
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+}
+
+// removeCgroups removes the (by then empty) cgroup parent from every hierarchy.
+func removeCgroups(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	if d := filepath.Join("/sys/fs/cgroup", parent); exists(d) {
+		dirs = append(dirs, d)
+	}
+	for _, d := range dirs {
+		_ = os.Remove(d)
+	}
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// poll calls cond until it holds or the deadline passes.
+func poll(within time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not within %s", within)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
