@@ -262,7 +262,8 @@ func startControllerProcs(t *testing.T, e *env, count int) []*exec.Cmd {
 			deadline := time.Now().Add(time.Minute)
 			for leaseHolder(e) == "" {
 				if time.Now().After(deadline) {
-					t.Fatal("the first vnet-controller did not take the Lease within a minute")
+					b, _ := os.ReadFile(lf.Name())
+					t.Fatalf("the first vnet-controller did not take the Lease within a minute; its log:\n%s", b)
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
