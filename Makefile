@@ -15,6 +15,7 @@ CNI_PLUGINS_VERSION        ?= v1.9.1
 # test/k8s/build (k8s.io/kubernetes with its staging modules replaced; etcd likewise).
 K8S_VERSION                ?= v1.35.4
 ETCD_VERSION               ?= v3.6.16
+CONTROLLER_GEN_VERSION     ?= v0.20.1
 CRICTL_VERSION             ?= v1.34.0
 
 # make run: mockarm + cns on embedded defaults, all state under ./.run/.
@@ -33,7 +34,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --static-to
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean k8s-bins image
+.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean k8s-bins image bench-cluster generate generate-check
 
 all: build
 
@@ -85,6 +86,11 @@ $(K8S_BIN)/.stamp-k8s: test/k8s/build/k8s/go.mod test/k8s/build/k8s/go.sum
 	@touch $@
 k8s-bins: $(K8S_BIN)/.stamp-etcd-$(ETCD_VERSION) $(K8S_BIN)/.stamp-k8s
 	@$(K8S_BIN)/kube-apiserver --version && $(K8S_BIN)/etcd --version | head -1
+$(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION):
+	@mkdir -p $(TOOLS)
+	GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_GEN_VERSION)
+	@touch $@
+
 # make bench's containerd step: containerd and runc from Debian, crictl from the Go module proxy.
 $(TOOLS)/.crictl-$(CRICTL_VERSION):
 	@mkdir -p $(TOOLS)
@@ -95,7 +101,7 @@ bench-deps: $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGI
 	@command -v containerd >/dev/null && command -v runc >/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd runc >/dev/null; }
 
-tools: $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
+tools: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
 
 # Regenerate the committed Go code from proto/cns/v1/cns.proto.
 proto: $(TOOLS)/.buf-$(BUF_VERSION)
@@ -110,6 +116,26 @@ proto-check: $(TOOLS)/.buf-$(BUF_VERSION)
 	  for f in $$tmp/proto/cns/v1/*.pb.go; do \
 	    diff -q $$f proto/cns/v1/$$(basename $$f) || { echo "generated code is stale: run make proto"; exit 1; }; \
 	  done
+
+# Regenerate the NodeNetworkConfig deepcopy code and CRD manifest from cns/api.
+API_DIRS := ./cns/api/...
+CRD_DIR  := cns/deploy/crd
+define controller-gen
+	controller-gen object paths=$(API_DIRS) && \
+	controller-gen crd paths=$(API_DIRS) output:crd:artifacts:config=$(1)
+endef
+generate: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+	$(call controller-gen,$(CRD_DIR))
+
+# Fail if the committed deepcopy code or CRD manifest is stale (the tree is left as it was).
+generate-check: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION)
+	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; stale=; \
+	  controller-gen crd paths=$(API_DIRS) output:crd:artifacts:config=$$tmp/crd && \
+	  { diff -r $$tmp/crd $(CRD_DIR) || stale="CRD manifest"; }; \
+	  gen=$$(ls cns/api/*/zz_generated.deepcopy.go); for f in $$gen; do mkdir -p $$tmp/$$(dirname $$f); cp $$f $$tmp/$$f; done; \
+	  controller-gen object paths=$(API_DIRS); \
+	  for f in $$gen; do cmp -s $$f $$tmp/$$f || stale="$$stale deepcopy code"; cp $$tmp/$$f $$f; done; \
+	  [ -z "$$stale" ] || { echo "stale generated$$stale: run make generate"; exit 1; }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
@@ -146,7 +172,7 @@ fuzz:
 	  fi; \
 	done
 
-test: build tools k8s-bins lint proto-check fuzz
+test: build tools k8s-bins lint proto-check generate-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
 	VNET_K8S_BIN=$(K8S_BIN) VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
@@ -159,6 +185,13 @@ bench: build bench-deps k8s-bins
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
 	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
 	  --pause $(RUN_DIR)/bench-pause --work $(RUN_DIR)/bench --out bench/results.json
+
+# Cluster mode at scale: NODES simulated nodes (default 1000) in CRD mode with vnet-controller
+# (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.
+NODES ?= 1000
+bench-cluster: build k8s-bins
+	VNET_K8S_BIN=$(K8S_BIN) VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
+	  $(GO) test -v -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ | grep -E '^mode=|FAIL|ok'
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

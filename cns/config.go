@@ -24,6 +24,7 @@ type Config struct {
 	StatePath     string // bbolt state file
 	LogLevel      string
 	LogFormat     string // text or json
+	IPAMSource    string // IPAMSourceAzure, IPAMSourceCRD or IPAMSourceAuto
 	Azure         azure.Config
 	// IMDSEndpoint is the instance metadata service asked for what flags leave out.
 	IMDSEndpoint string
@@ -33,13 +34,21 @@ type Config struct {
 	Pool             ManagerConfig
 }
 
+// Where the pool's addresses come from.
+const (
+	IPAMSourceAzure = "azure" // direct mode: cns writes its NIC through ARM
+	IPAMSourceCRD   = "crd"   // cluster mode: the NodeNetworkConfig, written by vnet-controller
+	IPAMSourceAuto  = "auto"  // crd when the API server serves NodeNetworkConfig, else azure
+)
+
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{
 		Socket: "/run/cns/cns.sock", Listen: "127.0.0.1:10090", MetricsListen: "127.0.0.1:10092",
 		StatePath: "/var/lib/cns/state.db", LogLevel: "info", LogFormat: "text", IMDSEndpoint: imds.Endpoint, BootstrapTimeout: 2 * time.Minute,
-		Kube:  k8s.Config{Timeout: 30 * time.Second, GCGrace: 2 * time.Minute},
-		Azure: azure.Config{Auth: azure.AuthManagedIdentity},
+		IPAMSource: IPAMSourceAzure,
+		Kube:       k8s.Config{Timeout: 30 * time.Second, GCGrace: 2 * time.Minute},
+		Azure:      azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
 			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
 	}
@@ -60,6 +69,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Kube.Timeout, "api-timeout", c.Kube.Timeout, "deadline of one API server call")
 	fs.DurationVar(&c.Kube.GCGrace, "pod-gc-grace", c.Kube.GCGrace, "how long an allocation's pod must be gone from the API server before its address is released")
 
+	fs.StringVar(&c.IPAMSource, "ipam-source", c.IPAMSource, "azure (cns writes its NIC), crd (cluster mode: the node's NodeNetworkConfig) or auto (crd when the API server serves it)")
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC; default from IMDS")
 	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC (or of its scale set); default from IMDS")
@@ -138,6 +148,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Azure.PollInterval < 0 {
 		errs = append(errs, errors.New("--lro-poll-interval must not be negative"))
+	}
+	switch c.IPAMSource {
+	case IPAMSourceAzure:
+	case IPAMSourceCRD, IPAMSourceAuto:
+	default:
+		errs = append(errs, fmt.Errorf("--ipam-source %q: want azure, crd or auto", c.IPAMSource))
 	}
 	return errors.Join(errs...)
 }

@@ -18,12 +18,18 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"k8s.io/client-go/rest"
 
+	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
+	"github.com/vnet-cni/vnet-cni/cns/k8s"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
 
-var _ Store = (*store.Store)(nil)
+var (
+	_ NICAPI = (*crd.Node)(nil)
+	_ Store  = (*store.Store)(nil)
+)
 
 // Run serves cns until ctx ends, then shuts down in order: stop taking RPCs (letting those
 // in flight finish), let the pool loop finish its cloud write, close the store.
@@ -31,9 +37,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)
 	}
-	nic, err := connectCloud(ctx, cfg, log)
+	// The NodeNetworkConfig informer outlives ctx so that a write in flight at shutdown still
+	// sees its answer; it stops when Run returns.
+	nicCtx, stopNIC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNIC()
+	nic, err := openNIC(nicCtx, cfg, log)
 	if err != nil {
-		return fmt.Errorf("cloud: %w", err)
+		return err
 	}
 	var recovered int
 	st, movedAside, err := store.OpenRebuilding(cfg.StatePath, log, func() ([]store.Allocation, error) {
@@ -58,6 +68,45 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // maxStreamsTCP bounds concurrent streams per connection on the read-only TCP listener.
 const maxStreamsTCP = 32
 
+// openNIC builds the cloud side --ipam-source selects: ARM, or the node's NodeNetworkConfig.
+func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) {
+	src := cfg.IPAMSource
+	var rc *rest.Config
+	if src != IPAMSourceAzure {
+		var err error
+		if rc, err = crd.RestConfig(cfg.Kube.Kubeconfig); err != nil && src == IPAMSourceCRD {
+			return nil, fmt.Errorf("cluster mode: kubeconfig: %w", err)
+		}
+		if src == IPAMSourceAuto {
+			src = IPAMSourceAzure
+			if err == nil {
+				if ok, err := crd.Served(rc); err != nil {
+					return nil, fmt.Errorf("--ipam-source auto: %w", err)
+				} else if ok {
+					src = IPAMSourceCRD
+				}
+			}
+			log.Info("ipam source chosen", "source", src)
+		}
+	}
+	if src == IPAMSourceCRD {
+		node, err := k8s.ResolveNodeName(cfg.Kube.NodeName)
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		n, err := crd.Open(ctx, rc, node, log)
+		if err != nil {
+			return nil, fmt.Errorf("cluster mode: %w", err)
+		}
+		return n, nil
+	}
+	nic, err := connectCloud(ctx, cfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	return nic, nil
+}
+
 // Serve runs the manager and the listeners over the given cloud and store.
 func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logger) error {
 	m, err := NewManager(cfg.Pool, nic, st, log)
@@ -72,6 +121,9 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		return fmt.Errorf("API server: %w", err)
 	}
 	defer stopKube()
+	if n, ok := nic.(interface{ SetInUse(func() int) }); ok {
+		n.SetInUse(func() int { return int(m.Snapshot().GetCounts().GetAssigned()) })
+	}
 	unixL, err := listenUnix(cfg.Socket)
 	if err != nil {
 		return err

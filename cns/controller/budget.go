@@ -1,0 +1,137 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Budget is the cluster-wide ARM write budget: a token bucket shaped like ARM's own
+// (Azure: 200 writes, refilled at 10/s, per subscription, region and principal), so that the
+// controller queues writes instead of earning 429s. It also follows what ARM says: a 429's
+// Retry-After stops every write until then, and x-ms-ratelimit-remaining-subscription-writes
+// drains the local bucket when ARM counts fewer writes left (other writers share the quota).
+type Budget struct {
+	lim *rate.Limiter
+
+	mu          sync.Mutex
+	pausedUntil time.Time
+}
+
+// NewBudget returns a budget of burst writes refilled at perSecond.
+func NewBudget(burst int, perSecond float64) *Budget {
+	return &Budget{lim: rate.NewLimiter(rate.Limit(perSecond), burst)}
+}
+
+// Wait blocks until one write may be issued and takes its token; it returns how long it waited.
+func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
+	start := time.Now()
+	for {
+		b.mu.Lock()
+		pause := time.Until(b.pausedUntil)
+		b.mu.Unlock()
+		if pause <= 0 {
+			break
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start), fmt.Errorf("wait for the ARM write budget: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	if err := b.lim.Wait(ctx); err != nil {
+		return time.Since(start), fmt.Errorf("wait for the ARM write budget: %w", err)
+	}
+	return time.Since(start), nil
+}
+
+// PauseFor stops all writes for d (a 429's Retry-After).
+func (b *Budget) PauseFor(d time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if until := time.Now().Add(d); until.After(b.pausedUntil) {
+		b.pausedUntil = until
+	}
+}
+
+// Remaining aligns the bucket with ARM's count of writes left: when ARM has fewer than the
+// bucket holds, the difference is taken out.
+func (b *Budget) Remaining(n int) {
+	now := time.Now()
+	if extra := b.lim.TokensAt(now) - float64(n); extra >= 1 {
+		b.lim.AllowN(now, int(math.Floor(extra)))
+	}
+}
+
+// Tokens is how many writes may go now (for metrics and tests).
+func (b *Budget) Tokens() float64 { return b.lim.Tokens() }
+
+// Transport is an http.RoundTripper (and azcore policy.Transporter) that passes every ARM
+// write through the budget and feeds ARM's answers back into it. Reads are not limited: ARM
+// counts them in a separate, far larger bucket.
+type Transport struct {
+	Budget *Budget
+	Next   http.RoundTripper
+	// Waited, if set, is told how long each write waited for the budget.
+	Waited func(time.Duration)
+	// Throttled, if set, is told of each 429 and its Retry-After.
+	Throttled func(time.Duration)
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	write := req.Method == http.MethodPut || req.Method == http.MethodPatch || req.Method == http.MethodDelete || req.Method == http.MethodPost
+	if write {
+		w, err := t.Budget.Wait(req.Context())
+		if t.Waited != nil {
+			t.Waited(w)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	resp, err := t.Next.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	if n, err := strconv.Atoi(resp.Header.Get("x-ms-ratelimit-remaining-subscription-writes")); err == nil {
+		t.Budget.Remaining(n)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests {
+		ra := retryAfter(resp.Header)
+		if ra <= 0 {
+			ra = time.Second
+		}
+		t.Budget.PauseFor(ra)
+		if t.Throttled != nil {
+			t.Throttled(ra)
+		}
+	}
+	return resp, nil
+}
+
+// Do implements azcore's policy.Transporter.
+func (t *Transport) Do(req *http.Request) (*http.Response, error) { return t.RoundTrip(req) }
+
+// retryAfter reads Retry-After in seconds or as an HTTP date, or retry-after-ms.
+func retryAfter(h http.Header) time.Duration {
+	if ms, err := strconv.Atoi(h.Get("Retry-After-Ms")); err == nil && ms > 0 {
+		return time.Duration(ms) * time.Millisecond
+	}
+	v := h.Get("Retry-After")
+	if s, err := strconv.Atoi(v); err == nil && s > 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}

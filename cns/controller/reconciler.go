@@ -1,0 +1,202 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
+	"github.com/vnet-cni/vnet-cni/cns/cloud"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
+)
+
+// NIC is one node's cloud interface as the controller needs it: the same narrow boundary cns
+// consumes in direct mode (cns/cloud/azure implements both).
+type NIC interface {
+	GetNIC(ctx context.Context) (cloud.NIC, error)
+	UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error)
+}
+
+// NICFactory returns the cloud client of a node's NIC.
+type NICFactory func(node string) (NIC, error)
+
+// Reconciler applies each NodeNetworkConfig's spec to its node's NIC and reports the NIC in the
+// status. The work queue hands a node to one worker at a time, so a node has at most one NIC
+// write in flight, and every spec change that arrives meanwhile is folded into the next one.
+type Reconciler struct {
+	Client       client.Client
+	NICs         NICFactory
+	MaxIPs       int
+	CloudTimeout time.Duration
+	Log          *slog.Logger
+	Metrics      *Metrics
+
+	mu      sync.Mutex
+	clients map[string]NIC
+}
+
+var _ reconcile.Reconciler = (*Reconciler)(nil)
+
+// Reconcile makes one node's NIC match its spec: read the NIC, plan, write at most once, report.
+func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	obj := &v1.NodeNetworkConfig{}
+	if err := r.Client.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.Name)
+			return reconcile.Result{}, nil
+		}
+		return reconcile.Result{}, err
+	}
+	if current(obj) {
+		r.Metrics.settled(obj.Name)
+		return reconcile.Result{}, nil // a restart: answered long ago, nothing to read
+	}
+	nic, err := r.nic(obj.Name)
+	if err != nil {
+		return r.failed(ctx, obj, nil, &cloud.Error{Kind: cloud.KindRejected, Code: v1.ReasonNICNotFound, Err: err})
+	}
+	cctx, cancel := context.WithTimeout(ctx, r.CloudTimeout)
+	defer cancel()
+	now, err := nic.GetNIC(cctx)
+	if err != nil {
+		return r.failed(ctx, obj, nil, err)
+	}
+	if strings.EqualFold(now.ProvisioningState, "Updating") {
+		// A write is still running (a former leader's, or another tool's): planning now would
+		// count its addresses as missing and write them twice.
+		return reconcile.Result{RequeueAfter: time.Second}, nil
+	}
+	p := PlanFor(obj.Spec, now, r.MaxIPs)
+	if !p.Empty() {
+		start := time.Now()
+		written, err := nic.UpdateIPConfigs(cctx, cloud.Change{ETag: now.ETag, Add: p.Add, Remove: p.Remove})
+		r.Metrics.write(err, time.Since(start))
+		if err != nil {
+			r.Log.Warn("NIC write failed", "node", obj.Name, "add", p.Add, "remove", len(p.Remove), "err", err)
+			return r.failed(ctx, obj, &now, err)
+		}
+		r.Log.Debug("NIC written", "node", obj.Name, "generation", obj.Generation, "add", p.Add, "remove", len(p.Remove))
+		now = written
+	}
+	return reconcile.Result{}, r.report(ctx, obj, &now, nil)
+}
+
+// current reports whether the status already answers the spec's generation successfully.
+func current(o *v1.NodeNetworkConfig) bool {
+	return o.Status.ObservedGeneration == o.Generation && o.Status.NIC.ID != "" &&
+		meta.IsStatusConditionTrue(o.Status.Conditions, v1.ConditionReady)
+}
+
+// failed reports err. A failure the node must act on (subnet or NIC full, rejected, failed)
+// finishes the generation with a reason; one that time mends (throttled, unavailable, busy,
+// conflict) leaves the generation pending. Both are retried: the former with the work queue's
+// backoff, the latter after the server's Retry-After when it gave one.
+func (r *Reconciler) failed(ctx context.Context, obj *v1.NodeNetworkConfig, nic *cloud.NIC, err error) (reconcile.Result, error) {
+	if rerr := r.report(ctx, obj, nic, err); rerr != nil {
+		return reconcile.Result{}, rerr
+	}
+	switch cloud.KindOf(err) {
+	case cloud.KindConflict:
+		return reconcile.Result{Requeue: true}, nil
+	case cloud.KindThrottled, cloud.KindBusy:
+		if ra := cloud.RetryAfterOf(err); ra > 0 {
+			return reconcile.Result{RequeueAfter: ra}, nil
+		}
+	}
+	return reconcile.Result{}, err
+}
+
+// report writes the status: the NIC (when known), the generation it answers, the conditions.
+func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic *cloud.NIC, cerr error) error {
+	st := obj.DeepCopy()
+	s := &st.Status
+	if nic != nil {
+		fillNIC(s, *nic, r.MaxIPs)
+	}
+	s.FreeIPCount = max(0, s.AssignedIPCount-obj.Spec.InUseIPCount)
+	gen := obj.Generation
+	kind := cloud.KindOf(cerr)
+	transient := cerr != nil && (kind == cloud.KindThrottled || kind == cloud.KindUnavailable || kind == cloud.KindBusy || kind == cloud.KindConflict)
+	set := func(typ string, ok bool, reason, msg string) {
+		st := metav1.ConditionFalse
+		if ok {
+			st = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: typ, Status: st, Reason: reason, Message: msg, ObservedGeneration: gen})
+	}
+	switch {
+	case cerr == nil:
+		s.ObservedGeneration, s.LastError = gen, ""
+		set(v1.ConditionReady, true, v1.ReasonApplied, fmt.Sprintf("the NIC holds %d secondary addresses", s.AssignedIPCount))
+		set(v1.ConditionSubnetFull, false, v1.ReasonApplied, "")
+		set(v1.ConditionThrottled, false, v1.ReasonApplied, "")
+	case transient:
+		s.LastError = cerr.Error()
+		set(v1.ConditionReady, false, v1.ReasonPending, "waiting to retry: "+cerr.Error())
+		set(v1.ConditionThrottled, kind == cloud.KindThrottled, crd.Reason(kind), cerr.Error())
+	default:
+		reason := crd.Reason(kind)
+		var ce *cloud.Error
+		if errors.As(cerr, &ce) && ce.Code == v1.ReasonNICNotFound {
+			reason = v1.ReasonNICNotFound
+		}
+		s.ObservedGeneration, s.LastError = gen, cerr.Error()
+		set(v1.ConditionReady, false, reason, cerr.Error())
+		set(v1.ConditionSubnetFull, kind == cloud.KindSubnetFull, reason, cerr.Error())
+		set(v1.ConditionThrottled, false, reason, "")
+	}
+	if err := r.Client.Status().Patch(ctx, st, client.MergeFrom(obj)); err != nil {
+		return fmt.Errorf("write status of NodeNetworkConfig %s: %w", obj.Name, err)
+	}
+	if s.ObservedGeneration == gen {
+		r.Metrics.answered(obj.Name, gen)
+	}
+	return nil
+}
+
+func fillNIC(s *v1.NodeNetworkConfigStatus, nic cloud.NIC, maxIPs int) {
+	s.NIC = v1.NIC{ID: nic.ID, ETag: nic.ETag, ProvisioningState: nic.ProvisioningState}
+	s.Subnet, s.Primary, s.Gateway = nic.Subnet.String(), nic.Primary.String(), ""
+	if nic.Subnet.IsValid() {
+		s.Gateway = nic.Subnet.Masked().Addr().Next().String() // Azure's gateway: the subnet's first host
+	}
+	s.IPConfigurations = s.IPConfigurations[:0]
+	for _, a := range nic.Secondaries {
+		s.IPConfigurations = append(s.IPConfigurations, v1.IPConfiguration{Address: a.String()})
+	}
+	s.AssignedIPCount = int32(len(nic.Secondaries))
+	s.Scaler.MaxIPCount = int32(maxIPs)
+}
+
+func (r *Reconciler) nic(node string) (NIC, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.clients[node]; ok {
+		return c, nil
+	}
+	c, err := r.NICs(node)
+	if err != nil {
+		return nil, err
+	}
+	if r.clients == nil {
+		r.clients = map[string]NIC{}
+	}
+	r.clients[node] = c
+	return c, nil
+}
+
+func (r *Reconciler) forget(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.clients, node)
+}

@@ -1,0 +1,177 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
+	"github.com/vnet-cni/vnet-cni/cns/controller"
+	"github.com/vnet-cni/vnet-cni/test/mockarm"
+)
+
+// K8sVersion is the pinned Kubernetes release whose binaries the Makefile builds.
+const K8sVersion = "v1.35.4"
+
+// BinDir is where etcd, kube-apiserver and kubectl are: $VNET_K8S_BIN or $KUBEBUILDER_ASSETS,
+// else the repository's .tools/k8s-<version> (make k8s-bins).
+func BinDir() string {
+	for _, env := range []string{"VNET_K8S_BIN", "KUBEBUILDER_ASSETS"} {
+		if d := os.Getenv(env); d != "" {
+			return d
+		}
+	}
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", ".tools", "k8s-"+K8sVersion)
+}
+
+// APIServer is a real kube-apiserver + etcd with the NodeNetworkConfig CRD installed.
+type APIServer struct {
+	Config *rest.Config
+	env    *envtest.Environment
+}
+
+// StartAPIServer starts the control plane. Without the binaries the test is skipped on a
+// developer machine and fails under CI=true (make test builds them).
+func StartAPIServer(t testing.TB) *APIServer {
+	t.Helper()
+	dir := BinDir()
+	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
+		msg := fmt.Sprintf("kube-apiserver %s not built (make k8s-bins): %v", K8sVersion, err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	_, file, _, _ := runtime.Caller(0)
+	env := &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
+		CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "crd")}}
+	rc, err := env.Start()
+	if err != nil {
+		t.Fatalf("start kube-apiserver + etcd: %v", err)
+	}
+	t.Cleanup(func() { _ = env.Stop() })
+	rc.QPS, rc.Burst = 1000, 2000 // one client stands for many nodes
+	return &APIServer{Config: rc, env: env}
+}
+
+// Mock is an in-process mockarm on loopback.
+type Mock struct {
+	*mockarm.Server
+	URL string
+}
+
+// StartMock serves mockarm (NICs created on first read) until the test ends.
+func StartMock(t testing.TB, cfg mockarm.Config) *Mock {
+	t.Helper()
+	cfg.AutoCreateNICs = true
+	s, err := mockarm.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(ctx, l) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &Mock{Server: s, URL: "http://" + l.Addr().String()}
+}
+
+// AzureConfig is the ARM client configuration of node's NIC on m.
+func (m *Mock) AzureConfig(node string) azure.Config {
+	c := mockarm.DefaultConfig()
+	return azure.Config{Endpoint: m.URL, Subscription: c.Subscription, ResourceGroup: c.ResourceGroup,
+		NIC: node + "-nic", Auth: azure.AuthStatic, StaticToken: "mock"}
+}
+
+// ControllerConfig is a controller configuration for m with a short lease, for failover tests.
+func (m *Mock) ControllerConfig() controller.Config {
+	c := controller.DefaultConfig()
+	a := m.AzureConfig("")
+	c.Azure, c.NICNameFormat = a, "%s-nic"
+	c.LeaseNamespace = "default"
+	c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 4*time.Second, 3*time.Second, 500*time.Millisecond
+	c.CloudTimeout = 60 * time.Second
+	return c
+}
+
+// Controller is one vnet-controller instance running in this process.
+type Controller struct {
+	Elected <-chan struct{}
+	Metrics *prometheus.Registry
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// StartController runs a controller instance. Kill stops it the way SIGKILL would for the
+// lease: it is not released, so a standby must wait out the lease duration.
+func StartController(t testing.TB, rc *rest.Config, cfg controller.Config, log *slog.Logger) *Controller {
+	t.Helper()
+	rc = rest.CopyConfig(rc)
+	rc.QPS, rc.Burst = cfg.APIQPS, cfg.APIBurst
+	mgr, err := ctrl.NewManager(rc, manager.Options{Scheme: crd.Scheme(),
+		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		LeaderElection: cfg.LeaderElect, LeaderElectionID: cfg.LeaseName, LeaderElectionNamespace: cfg.LeaseNamespace,
+		LeaseDuration: &cfg.LeaseDuration, RenewDeadline: &cfg.RenewDeadline, RetryPeriod: &cfg.RetryPeriod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	if err := controller.Setup(mgr, cfg, reg, log); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Controller{Elected: mgr.Elected(), Metrics: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { c.done <- mgr.Start(ctx) }()
+	t.Cleanup(c.Kill)
+	return c
+}
+
+// Kill stops the instance without releasing its lease.
+func (c *Controller) Kill() {
+	c.cancel()
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+// Client is an API client able to watch, for simulated nodes.
+func Client(rc *rest.Config) (client.WithWatch, error) {
+	return client.NewWithWatch(rc, client.Options{Scheme: crd.Scheme()})
+}
+
+// CreateNodes creates Node objects named names (the owners of their NodeNetworkConfigs).
+func CreateNodes(ctx context.Context, c client.Client, names []string) error {
+	var errs []error
+	for _, n := range names {
+		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+var _ http.RoundTripper = (*controller.Transport)(nil)
