@@ -1,10 +1,12 @@
 package mockarm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -40,11 +42,21 @@ func (f *NetnsFabric) Program(add map[netip.Addr]netip.Addr, remove []netip.Addr
 	})
 }
 
-// ListenInNS opens a TCP listener inside n, e.g. on the VNet gateway address.
+// ListenInNS opens a TCP listener inside n, e.g. on the VNet gateway address. The socket
+// has SO_REUSEPORT, as a restartable front end's has: a mockarm restarted on the same
+// address binds again at once, whatever its predecessor's closed connections still hold
+// (the server side of every connection it closed lingers in TIME_WAIT for a minute).
 func ListenInNS(n ns.NetNS, addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
 	var l net.Listener
 	err := n.Do(func(ns.NetNS) (err error) {
-		l, err = net.Listen("tcp4", addr)
+		l, err = lc.Listen(context.Background(), "tcp4", addr)
 		return err
 	})
 	return l, err
