@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 )
 
 // Budget is the cluster-wide ARM write budget: a token bucket shaped like ARM's own
@@ -106,7 +108,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.Budget.Remaining(n)
 	}
 	if resp.StatusCode == http.StatusTooManyRequests {
-		ra := retryAfter(resp.Header)
+		ra := azure.RetryAfter(resp.Header)
 		if ra <= 0 {
 			ra = time.Second
 		}
@@ -120,18 +122,3 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // Do implements azcore's policy.Transporter.
 func (t *Transport) Do(req *http.Request) (*http.Response, error) { return t.RoundTrip(req) }
-
-// retryAfter reads Retry-After in seconds or as an HTTP date, or retry-after-ms.
-func retryAfter(h http.Header) time.Duration {
-	if ms, err := strconv.Atoi(h.Get("Retry-After-Ms")); err == nil && ms > 0 {
-		return time.Duration(ms) * time.Millisecond
-	}
-	v := h.Get("Retry-After")
-	if s, err := strconv.Atoi(v); err == nil && s > 0 {
-		return time.Duration(s) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil {
-		return max(time.Until(t), 0)
-	}
-	return 0
-}

@@ -332,7 +332,7 @@ func classify(err error) error {
 	}
 	ce := &cloud.Error{Code: re.ErrorCode, Status: re.StatusCode, Err: err}
 	if re.RawResponse != nil {
-		ce.RetryAfter = retryAfter(re.RawResponse.Header)
+		ce.RetryAfter = RetryAfter(re.RawResponse.Header)
 	}
 	code := strings.ToLower(re.ErrorCode)
 	switch {
@@ -356,9 +356,9 @@ func classify(err error) error {
 	return ce
 }
 
-// retryAfter reads ARM's retry hints: retry-after-ms, x-ms-retry-after-ms, Retry-After
-// (seconds or an HTTP date).
-func retryAfter(h http.Header) time.Duration {
+// RetryAfter reads ARM's retry hints: retry-after-ms, x-ms-retry-after-ms, Retry-After
+// (seconds or an HTTP date); zero when there is none.
+func RetryAfter(h http.Header) time.Duration {
 	for _, k := range []string{"Retry-After-Ms", "X-Ms-Retry-After-Ms"} {
 		if ms, err := strconv.Atoi(h.Get(k)); err == nil && ms > 0 {
 			return time.Duration(ms) * time.Millisecond

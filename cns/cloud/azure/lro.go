@@ -18,7 +18,7 @@ func drive[T any](ctx context.Context, poller *runtime.Poller[T], poll pollPolic
 		hint = first.Header
 	}
 	for attempt := 0; !poller.Done(); attempt++ {
-		if err := sleep(ctx, poll.delay(attempt, retryAfter(hint))); err != nil {
+		if err := sleep(ctx, poll.delay(attempt, RetryAfter(hint))); err != nil {
 			return err
 		}
 		presp, err := poller.Poll(ctx)
