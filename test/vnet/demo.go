@@ -42,11 +42,6 @@ func RunDemo(ctx context.Context, w io.Writer, c DemoConfig) (err error) {
 		return err
 	}
 	start := time.Now()
-	// Nodes start cns from their own directories: a relative --bin (make demo's) must not
-	// depend on the working directory.
-	if c.BinDir, err = filepath.Abs(c.BinDir); err != nil {
-		return err
-	}
 	if err := os.MkdirAll(c.WorkDir, 0o755); err != nil {
 		return err
 	}

@@ -67,8 +67,12 @@ func New(opts Options) (v *VNet, err error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	// Socket paths derive from it, and gRPC reads unix://relative/path as an authority.
+	// Socket paths derive from WorkDir, and gRPC reads unix://relative/path as an authority;
+	// each node's cns runs in its own directory, so a relative BinDir would name nothing.
 	if opts.WorkDir, err = filepath.Abs(opts.WorkDir); err != nil {
+		return nil, err
+	}
+	if opts.BinDir, err = filepath.Abs(opts.BinDir); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(opts.WorkDir, 0o755); err != nil {
