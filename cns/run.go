@@ -74,7 +74,7 @@ func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) 
 	var rc *rest.Config
 	if src != IPAMSourceAzure {
 		var err error
-		if rc, err = crd.RestConfig(cfg.Kube.Kubeconfig); err != nil && src == IPAMSourceCRD {
+		if rc, err = k8s.RestConfig(cfg.Kube.Kubeconfig); err != nil && src == IPAMSourceCRD {
 			return nil, fmt.Errorf("cluster mode: kubeconfig: %w", err)
 		}
 		if src == IPAMSourceAuto {

@@ -49,20 +49,9 @@ func ResolveNodeName(flag string) (string, error) {
 
 // NewClient builds a clientset from c: the kubeconfig, or the in-cluster config.
 func NewClient(c Config) (kubernetes.Interface, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	switch {
-	case c.Kubeconfig != "":
-		rc, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
-		rc, err = rest.InClusterConfig()
-	default:
-		return nil, errors.New("no --kubeconfig and not running in a pod")
-	}
+	rc, err := RestConfig(c.Kubeconfig)
 	if err != nil {
-		return nil, fmt.Errorf("API server config: %w", err)
+		return nil, err
 	}
 	rc.UserAgent = "cns"
 	// One watch and a few GETs per GC round: well inside the defaults, but a burst of
@@ -73,4 +62,26 @@ func NewClient(c Config) (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("API server client: %w", err)
 	}
 	return cs, nil
+}
+
+// RestConfig is how cns reaches the API server, for pod demand and for cluster mode alike:
+// the --kubeconfig file, else the in-cluster config inside a pod, else an error (a node
+// daemon never guesses a kubeconfig from $HOME).
+func RestConfig(kubeconfig string) (*rest.Config, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	switch {
+	case kubeconfig != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	case os.Getenv("KUBERNETES_SERVICE_HOST") != "":
+		rc, err = rest.InClusterConfig()
+	default:
+		return nil, errors.New("no --kubeconfig and not running in a pod")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("API server config: %w", err)
+	}
+	return rc, nil
 }

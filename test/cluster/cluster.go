@@ -3,11 +3,9 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -26,23 +24,9 @@ import (
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
 	"github.com/vnet-cni/vnet-cni/cns/controller"
+	"github.com/vnet-cni/vnet-cni/test/k8s"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 )
-
-// K8sVersion is the pinned Kubernetes release whose binaries the Makefile builds.
-const K8sVersion = "v1.35.4"
-
-// BinDir is where etcd, kube-apiserver and kubectl are: $VNET_K8S_BIN or $KUBEBUILDER_ASSETS,
-// else the repository's .tools/k8s-<version> (make k8s-bins).
-func BinDir() string {
-	for _, env := range []string{"VNET_K8S_BIN", "KUBEBUILDER_ASSETS"} {
-		if d := os.Getenv(env); d != "" {
-			return d
-		}
-	}
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", ".tools", "k8s-"+K8sVersion)
-}
 
 // APIServer is a real kube-apiserver + etcd with the NodeNetworkConfig CRD installed.
 type APIServer struct {
@@ -54,14 +38,7 @@ type APIServer struct {
 // developer machine and fails under CI=true (make test builds them).
 func StartAPIServer(t testing.TB) *APIServer {
 	t.Helper()
-	dir := BinDir()
-	if _, err := os.Stat(filepath.Join(dir, "kube-apiserver")); err != nil {
-		msg := fmt.Sprintf("kube-apiserver %s not built (make k8s-bins): %v", K8sVersion, err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
+	dir := k8s.RequireBins(t) // skips on a developer machine without them, fails under CI=true
 	_, file, _, _ := runtime.Caller(0)
 	env := &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
 		CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "crd")}}

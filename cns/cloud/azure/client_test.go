@@ -50,30 +50,6 @@ func ctx(t *testing.T) context.Context {
 	return c
 }
 
-func TestGetAndGrowSkipReservedAddresses(t *testing.T) {
-	f := setup(t, nil)
-	nic, err := f.c.GetNIC(ctx(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Azure keeps .0-.3 (network, gateway, DNS) and the broadcast address: the node gets .4.
-	if nic.Primary != netip.MustParseAddr("10.240.0.4") || nic.Subnet != f.cfg.Subnet || nic.ETag == "" {
-		t.Fatalf("NIC %+v", nic)
-	}
-	grown, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: nic.ETag, Add: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []netip.Addr{netip.MustParseAddr("10.240.0.5"), netip.MustParseAddr("10.240.0.6"), netip.MustParseAddr("10.240.0.7")}
-	if !slices.Equal(grown.Secondaries, want) || grown.ETag == nic.ETag {
-		t.Fatalf("after adding 3: %v (etag %s)", grown.Secondaries, grown.ETag)
-	}
-	shrunk, err := f.c.UpdateIPConfigs(ctx(t), cloud.Change{ETag: grown.ETag, Remove: want[:2]})
-	if err != nil || !slices.Equal(shrunk.Secondaries, want[2:]) {
-		t.Fatalf("after removing 2: %v, %v", shrunk.Secondaries, err)
-	}
-}
-
 func TestStaleETagIsConflictWithoutWriting(t *testing.T) {
 	f := setup(t, nil)
 	nic, _ := f.c.GetNIC(ctx(t))

@@ -75,6 +75,8 @@ func setupShape(t *testing.T, shape string, tune func(*mockarm.Config)) *shapeFi
 	return f
 }
 
+// Both shapes read and write the same NIC model. Azure keeps .0-.3 (network, gateway, DNS) and
+// the broadcast address of the subnet, so the node's primary is .4 and growth starts at .5.
 func TestBothShapesGrowAndShrinkTheirNIC(t *testing.T) {
 	for _, shape := range shapes {
 		t.Run(shape, func(t *testing.T) {
