@@ -174,7 +174,7 @@ fuzz:
 
 test: build tools k8s-bins lint proto-check generate-check fuzz
 	@mkdir -p $(RUN_DIR) && rm -f $(RUN_DIR)/reliability.txt
-	VNET_K8S_BIN=$(K8S_BIN) VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	VNET_K8S_BIN=$(K8S_BIN) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller VNET_REPORT=$(RUN_DIR)/reliability.txt $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	@if [ -s $(RUN_DIR)/reliability.txt ]; then echo "reliability figures:"; cat $(RUN_DIR)/reliability.txt; fi
 
 # Performance side by side with ptp + host-local (needs root); writes bench/results.json.
@@ -190,8 +190,10 @@ bench: build bench-deps k8s-bins
 # (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.
 NODES ?= 1000
 bench-cluster: build k8s-bins
-	VNET_K8S_BIN=$(K8S_BIN) VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
-	  $(GO) test -v -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ | grep -E '^mode=|FAIL|ok'
+	@mkdir -p $(RUN_DIR); log=$(RUN_DIR)/bench-cluster.log; \
+	  VNET_K8S_BIN=$(K8S_BIN) VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
+	  $(GO) test -v -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ >$$log 2>&1; rc=$$?; \
+	  grep -E '^mode=' $$log; [ $$rc -eq 0 ] || { echo "bench-cluster failed (full log: $$log):"; tail -60 $$log; exit $$rc; }
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

@@ -15,8 +15,11 @@ import (
 
 func main() {
 	cfg := controller.DefaultConfig()
-	cfg.RegisterFlags(flag.CommandLine)
-	flag.Parse()
+	// Not flag.CommandLine: controller-runtime's client/config package registers its own
+	// --kubeconfig there at init, and a second registration panics before main logs anything.
+	fs := flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+	cfg.RegisterFlags(fs)
+	_ = fs.Parse(os.Args[1:])
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
 		slog.Error("bad --log-level", "err", err)

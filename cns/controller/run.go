@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -115,6 +116,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	rc.QPS, rc.Burst = cfg.APIQPS, cfg.APIBurst
 	lr := logr.FromSlogHandler(log.Handler())
 	ctrl.SetLogger(lr)
+	klog.SetLogger(lr) // client-go's leader election reports its failures through klog
 	mgr, err := ctrl.NewManager(rc, manager.Options{
 		Scheme: crd.Scheme(), Logger: lr,
 		Metrics:                       metricsserver.Options{BindAddress: cfg.MetricsListen},
@@ -139,6 +141,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("vnet-controller starting", "leaderElect", cfg.LeaderElect, "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName,
 		"writeBurst", cfg.WriteBurst, "writeRate", cfg.WriteRate, "workers", cfg.Workers)
+	if cfg.LeaderElect {
+		go watchStandby(ctx, mgr.GetAPIReader(), cfg.LeaseNamespace, cfg.LeaseName, cfg.LeaseDuration, mgr.Elected(), log)
+	}
 	return mgr.Start(ctx)
 }
 

@@ -7,19 +7,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	coordv1 "k8s.io/api/coordination/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/vnet-cni/vnet-cni/cns"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
@@ -95,7 +91,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 	}
 	r := result{nodes: n}
 	var api *APIServer
-	var ctls []*exec.Cmd
+	var ctls []*Proc
 	var e *env
 	if mode == "crd" {
 		api = StartAPIServer(t)
@@ -197,8 +193,8 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 	if api != nil {
 		r.apiRPS = float64(apiRequests(t, api)-reqBefore) / elapsed.Seconds()
 		for _, c := range ctls {
-			if c.ProcessState == nil {
-				r.rssMiB = max(r.rssMiB, rssMiB(c.Process.Pid))
+			if c.Alive() {
+				r.rssMiB = max(r.rssMiB, rssMiB(c.Cmd.Process.Pid))
 			}
 		}
 		for i, nd := range nodesUp {
@@ -220,73 +216,36 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 	return r
 }
 
-// startControllerProcs runs count vnet-controller processes (bin/vnet-controller) on a
-// kubeconfig of the control plane, the mock's ARM and a short lease.
-func startControllerProcs(t *testing.T, e *env, count int) []*exec.Cmd {
-	api, mock := e.api, e.mock
+// startControllerProcs runs count vnet-controller processes on a kubeconfig of the control
+// plane, the mock's ARM and a short lease; the first holds the Lease before the others start.
+// A process that exits, or a Lease nobody takes, fails the run at once with the log tails.
+func startControllerProcs(t *testing.T, e *env, count int) []*Proc {
 	t.Helper()
-	bin := os.Getenv("VNET_CONTROLLER_BIN")
-	if bin == "" {
-		t.Fatal("VNET_CONTROLLER_BIN is not set (make bench-cluster builds bin/vnet-controller)")
-	}
-	u, err := api.env.AddUser(envtest.User{Name: "vnet-controller", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := u.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "kubeconfig")
-	if err := os.WriteFile(path, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cc := mock.ControllerConfig()
-	var out []*exec.Cmd
+	bin := ControllerBin(t)
+	kc := e.api.Kubeconfig(t)
+	var out []*Proc
 	for i := range count {
-		cmd := exec.Command(bin, "--kubeconfig", path, "--arm-endpoint", mock.URL, "--auth", "static",
-			"--subscription", cc.Azure.Subscription, "--resource-group", cc.Azure.ResourceGroup,
-			"--lease-namespace", "default", "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "500ms",
-			"--workers", "64", "--metrics-listen", "0", "--health-listen", "0", "--log-level", "warn")
-		lf, err := os.Create(filepath.Join(t.TempDir(), fmt.Sprintf("controller-%d.log", i)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = lf, lf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); lf.Close() })
-		out = append(out, cmd)
-		if i == 0 { // the first holds the Lease before the standbys start
-			deadline := time.Now().Add(time.Minute)
-			for leaseHolder(e) == "" {
-				if time.Now().After(deadline) {
-					b, _ := os.ReadFile(lf.Name())
-					t.Fatalf("the first vnet-controller did not take the Lease within a minute; its log:\n%s", b)
-				}
-				time.Sleep(50 * time.Millisecond)
-			}
+		p := StartControllerProc(t, bin, kc, e.mock, fmt.Sprintf("controller-%d", i), "--workers", "64")
+		out = append(out, p)
+		if i == 0 {
+			WaitLeader(t, time.Minute, func() string { return leaseHolder(e) }, p)
 		}
 	}
 	return out
 }
 
 // killLeader SIGKILLs the process holding the Lease and returns how long until another holds it.
-func killLeader(t *testing.T, e *env, ctls []*exec.Cmd) time.Duration {
+func killLeader(t *testing.T, e *env, ctls []*Proc) time.Duration {
 	t.Helper()
-	holder := func() string { return leaseHolder(e) }
-	h := holder()
-	victim := ctls[0] // took the Lease before the others started
+	h := leaseHolder(e)
 	if h == "" {
 		t.Fatal("no leader to kill")
 	}
-	_ = victim.Process.Signal(syscall.SIGKILL)
-	_, _ = victim.Process.Wait()
+	ctls[0].Kill() // took the Lease before the others started
 	killed := time.Now()
-	for holder() == h {
+	for leaseHolder(e) == h {
 		if time.Since(killed) > 2*time.Minute {
-			t.Fatal("no standby took the lease within 2 minutes")
+			t.Fatalf("no standby took the lease within 2 minutes; standby log:\n%s", ctls[1].Tail(40))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
