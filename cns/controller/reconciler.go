@@ -28,7 +28,7 @@ type NIC interface {
 }
 
 // NICFactory returns the cloud client of a node's NIC.
-type NICFactory func(node string) (NIC, error)
+type NICFactory func(ctx context.Context, node string) (NIC, error)
 
 // Reconciler applies each NodeNetworkConfig's spec to its node's NIC and reports the NIC in the
 // status. The work queue hands a node to one worker at a time, so a node has at most one NIC
@@ -61,12 +61,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.Metrics.settled(obj.Name)
 		return reconcile.Result{}, nil // a restart: answered long ago, nothing to read
 	}
-	nic, err := r.nic(obj.Name)
-	if err != nil {
-		return r.failed(ctx, obj, nil, &cloud.Error{Kind: cloud.KindRejected, Code: v1.ReasonNICNotFound, Err: err})
-	}
 	cctx, cancel := context.WithTimeout(ctx, r.CloudTimeout)
 	defer cancel()
+	nic, err := r.nic(cctx, obj.Name)
+	if err != nil {
+		var ce *cloud.Error // an unclassified error is the Node's (no or a foreign provider ID)
+		if k := cloud.KindOf(err); errors.As(err, &ce) && (k == cloud.KindThrottled || k == cloud.KindUnavailable) {
+			return r.failed(ctx, obj, nil, err) // discovery's ARM reads failed for a while: not the node's fault
+		}
+		return r.failed(ctx, obj, nil, &cloud.Error{Kind: cloud.KindRejected, Code: v1.ReasonNICNotFound, Err: err})
+	}
 	now, err := nic.GetNIC(cctx)
 	if err != nil {
 		return r.failed(ctx, obj, nil, err)
@@ -178,16 +182,20 @@ func fillNIC(s *v1.NodeNetworkConfigStatus, nic cloud.NIC, maxIPs int) {
 	s.Scaler.MaxIPCount = int32(maxIPs)
 }
 
-func (r *Reconciler) nic(node string) (NIC, error) {
+func (r *Reconciler) nic(ctx context.Context, node string) (NIC, error) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if c, ok := r.clients[node]; ok {
+	c, ok := r.clients[node]
+	r.mu.Unlock()
+	if ok {
 		return c, nil
 	}
-	c, err := r.NICs(node)
+	// Discovery reads ARM: not under the lock. The work queue never runs one node twice at once.
+	c, err := r.NICs(ctx, node)
 	if err != nil {
 		return nil, err
 	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.clients == nil {
 		r.clients = map[string]NIC{}
 	}

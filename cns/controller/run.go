@@ -33,8 +33,8 @@ type Config struct {
 	Kubeconfig    string // empty: in-cluster, or $KUBECONFIG
 	APIQPS        float32
 	APIBurst      int
-	Azure         azure.Config // the NIC field is a format: fmt.Sprintf(NICNameFormat, node)
-	NICNameFormat string
+	Azure         azure.Config // endpoint and credential; each node's VM comes from its Node's spec.providerID
+	NICNameFormat string       // set: no discovery, the NIC is Sprintf(format, node) in Azure's subscription and group
 	WriteBurst    int     // ARM write budget: bucket size (Azure: 200)
 	WriteRate     float64 // ARM write budget: refill per second (Azure: 10)
 	Workers       int     // nodes written concurrently
@@ -55,7 +55,7 @@ type Config struct {
 
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
-	return Config{APIQPS: 50, APIBurst: 100, Azure: azure.Config{Auth: azure.AuthManagedIdentity}, NICNameFormat: "%s-nic",
+	return Config{APIQPS: 50, APIBurst: 100, Azure: azure.Config{Auth: azure.AuthManagedIdentity},
 		WriteBurst: 200, WriteRate: 10, Workers: 32, MaxIPs: 250, CloudTimeout: 90 * time.Second,
 		LeaderElect: true, LeaseNamespace: "kube-system", LeaseName: "vnet-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
@@ -66,9 +66,9 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig; empty is in-cluster or $KUBECONFIG")
 	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud")
-	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription of the node NICs")
-	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NICs")
-	fs.StringVar(&c.NICNameFormat, "nic-name-format", c.NICNameFormat, "NIC name of a node, %s is the node name")
+	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "with --nic-name-format: subscription of the node NICs")
+	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "with --nic-name-format: resource group of the node NICs")
+	fs.StringVar(&c.NICNameFormat, "nic-name-format", c.NICNameFormat, "NIC name of a node (%s is the node name) instead of discovery from the Node's spec.providerID")
 	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default or static (mockarm)")
 	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
 	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
@@ -91,8 +91,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 // Validate reports every bad value.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.Azure.Subscription == "" || c.Azure.ResourceGroup == "" {
-		errs = append(errs, errors.New("--subscription and --resource-group are required"))
+	if c.NICNameFormat != "" && (c.Azure.Subscription == "" || c.Azure.ResourceGroup == "") {
+		errs = append(errs, errors.New("--nic-name-format needs --subscription and --resource-group"))
 	}
 	if c.WriteBurst < 1 || c.WriteRate <= 0 || c.Workers < 1 || c.MaxIPs < 1 || c.CloudTimeout <= 0 {
 		errs = append(errs, errors.New("--write-burst, --write-rate, --workers, --max-ips and --cloud-timeout must be positive"))
@@ -154,13 +154,15 @@ func Setup(mgr manager.Manager, cfg Config, reg prometheus.Registerer, log *slog
 	tr := &Transport{Budget: budget, Next: http.DefaultTransport,
 		Waited:    func(d time.Duration) { metrics.budgetWait.Observe(d.Seconds()) },
 		Throttled: func(time.Duration) { metrics.throttled.Inc() }}
+	ac := cfg.Azure
+	ac.Transport = tr
+	cred, err := azure.Credential(ac) // one identity, one token cache for every node
+	if err != nil {
+		return fmt.Errorf("ARM credential: %w", err)
+	}
+	d := &Discoverer{Nodes: mgr.GetAPIReader(), Base: ac, Cred: cred, NICNameFormat: cfg.NICNameFormat}
 	r := &Reconciler{Client: mgr.GetClient(), MaxIPs: cfg.MaxIPs, CloudTimeout: cfg.CloudTimeout, Log: log, Metrics: metrics,
-		NICs: func(node string) (NIC, error) {
-			ac := cfg.Azure
-			ac.NIC = fmt.Sprintf(cfg.NICNameFormat, node)
-			ac.Transport = tr
-			return azure.New(ac)
-		}}
+		NICs: d.NIC}
 	seen := predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool {
 			metrics.specSeen(e.Object.GetName(), e.Object.GetGeneration())

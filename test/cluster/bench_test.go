@@ -101,7 +101,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 			t.Fatal(err)
 		}
 		e.c = c
-		if err := CreateNodes(ctx, c, names); err != nil {
+		if err := CreateNodes(ctx, c, mock, StandaloneVM, names); err != nil {
 			t.Fatal(err)
 		}
 		ctls = startControllerProcs(t, e, 2)

@@ -7,7 +7,10 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"net/netip"
 	"runtime"
+	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -55,6 +58,55 @@ func StartAPIServer(t testing.TB) *APIServer {
 type Mock struct {
 	*mockarm.Server
 	URL string
+
+	mu   sync.Mutex
+	nics map[string]string // node → ARM ID of its NIC
+	ss   int               // scale-set instances made so far
+}
+
+// Shape is how a simulated node's VM exists in ARM.
+type Shape int
+
+const (
+	StandaloneVM Shape = iota // NIC <node>-nic, written by NIC PUT
+	ScaleSetVM                // an instance of scale set "pool", written through the instance
+)
+
+// AddNode makes node's VM in the mock and returns the provider ID kubelet's cloud provider
+// would give its Node.
+func (m *Mock) AddNode(node string, shape Shape) (string, error) {
+	c := mockarm.DefaultConfig()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var vm, nic string
+	switch shape {
+	case ScaleSetVM:
+		inst := strconv.Itoa(m.ss)
+		m.ss++
+		vm, nic = mockarm.ScaleSetVMID(c.Subscription, c.ResourceGroup, "pool", inst), mockarm.ScaleSetNICID(c.Subscription, c.ResourceGroup, "pool", inst, "pool-nic")
+		if _, err := m.CreateScaleSetVM(c.Subscription, c.ResourceGroup, "pool", inst, "pool-nic", netip.Addr{}); err != nil {
+			return "", err
+		}
+	default:
+		vm, nic = mockarm.VMID(c.Subscription, c.ResourceGroup, node), mockarm.NICID(c.Subscription, c.ResourceGroup, node+"-nic")
+		if _, err := m.CreateVM(c.Subscription, c.ResourceGroup, node, netip.Addr{}); err != nil {
+			return "", err
+		}
+	}
+	if m.nics == nil {
+		m.nics = map[string]string{}
+	}
+	m.nics[node] = nic
+	return "azure://" + vm, nil
+}
+
+// NodeNICAddrs is the secondary addresses the NIC of node (made by AddNode) holds, sorted.
+func (m *Mock) NodeNICAddrs(node string) []netip.Addr {
+	m.mu.Lock()
+	id := m.nics[node]
+	m.mu.Unlock()
+	a, _ := m.NICAddrsByID(id)
+	return a
 }
 
 // StartMock serves mockarm (NICs created on first read) until the test ends.
@@ -87,7 +139,7 @@ func (m *Mock) AzureConfig(node string) azure.Config {
 func (m *Mock) ControllerConfig() controller.Config {
 	c := controller.DefaultConfig()
 	a := m.AzureConfig("")
-	c.Azure, c.NICNameFormat = a, "%s-nic"
+	c.Azure = azure.Config{Endpoint: a.Endpoint, Auth: a.Auth, StaticToken: a.StaticToken} // nodes found by provider ID
 	c.LeaseNamespace = "default"
 	c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 4*time.Second, 3*time.Second, 500*time.Millisecond
 	c.CloudTimeout = 60 * time.Second
@@ -140,11 +192,16 @@ func Client(rc *rest.Config) (client.WithWatch, error) {
 	return client.NewWithWatch(rc, client.Options{Scheme: crd.Scheme()})
 }
 
-// CreateNodes creates Node objects named names (the owners of their NodeNetworkConfigs).
-func CreateNodes(ctx context.Context, c client.Client, names []string) error {
+// CreateNodes makes each node's VM of the given shape in m and its Node object (the owner of
+// its NodeNetworkConfig) with the VM's provider ID, as Azure's cloud provider sets it.
+func CreateNodes(ctx context.Context, c client.Client, m *Mock, shape Shape, names []string) error {
 	var errs []error
 	for _, n := range names {
-		if err := c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}}); err != nil {
+		pid, err := m.AddNode(n, shape)
+		if err == nil {
+			err = c.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n}, Spec: corev1.NodeSpec{ProviderID: pid}})
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}

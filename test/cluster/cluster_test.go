@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
@@ -27,6 +29,7 @@ type env struct {
 	c     client.WithWatch
 	cache *crd.Cache
 	ctx   context.Context
+	made  int // simulated nodes made so far (their names are node-NNN)
 }
 
 func newEnv(t *testing.T, latency time.Duration) *env {
@@ -54,11 +57,17 @@ func newEnv(t *testing.T, latency time.Duration) *env {
 
 func (e *env) nodes(t *testing.T, n int) []*Node {
 	t.Helper()
+	return e.shapedNodes(t, n, StandaloneVM)
+}
+
+func (e *env) shapedNodes(t *testing.T, n int, shape Shape) []*Node {
+	t.Helper()
 	var names []string
-	for i := range n {
-		names = append(names, fmt.Sprintf("node-%03d", i))
+	for range n {
+		names = append(names, fmt.Sprintf("node-%03d", e.made))
+		e.made++
 	}
-	if err := CreateNodes(e.ctx, e.c, names); err != nil {
+	if err := CreateNodes(e.ctx, e.c, e.mock, shape, names); err != nil {
 		t.Fatal(err)
 	}
 	var out []*Node
@@ -98,11 +107,7 @@ func poll(t *testing.T, within time.Duration, what string, cond func() bool) {
 	}
 }
 
-func (e *env) nicAddrs(name string) []netip.Addr {
-	c := mockarm.DefaultConfig()
-	a, _ := e.mock.NICAddrs(c.Subscription, c.ResourceGroup, name+"-nic")
-	return a
-}
+func (e *env) nicAddrs(name string) []netip.Addr { return e.mock.NodeNICAddrs(name) }
 
 func warm(n *Node) bool {
 	p := n.Pool()
@@ -113,12 +118,14 @@ func TestClusterModeNodesWarmAndServePodsThroughTheController(t *testing.T) {
 	e := newEnv(t, 50*time.Millisecond)
 	ctl := StartController(t, e.api.Config, e.mock.ControllerConfig(), stack.Quiet(t))
 	<-ctl.Elected
-	nodes := e.nodes(t, 3)
+	// The controller finds each NIC from the Node's provider ID: standalone VMs (NIC PUT) and
+	// scale-set instances (instance update), as cns does in direct mode.
+	nodes := append(e.shapedNodes(t, 2, StandaloneVM), e.shapedNodes(t, 2, ScaleSetVM)...)
 	for _, n := range nodes {
 		poll(t, time.Minute, n.Name+" warm", func() bool { return warm(n) })
 	}
 	var wg sync.WaitGroup
-	errs := make(chan error, 90)
+	errs := make(chan error, 30*len(nodes))
 	for _, n := range nodes {
 		for i := range 30 {
 			wg.Go(func() {
@@ -187,17 +194,22 @@ func (e *env) spec(t *testing.T, name string, requested int32, notInUse ...strin
 
 func (e *env) applied(t *testing.T, name string, gen int64) *v1.NodeNetworkConfig {
 	t.Helper()
-	var o *v1.NodeNetworkConfig
-	poll(t, time.Minute, fmt.Sprintf("%s generation %d applied", name, gen), func() bool {
-		o = e.nnc(t, name)
-		return o.Status.ObservedGeneration >= gen
-	})
-	return o
+	deadline := time.Now().Add(time.Minute)
+	for {
+		o := e.nnc(t, name)
+		if o.Status.ObservedGeneration >= gen {
+			return o
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: generation %d not applied within a minute; status %+v", name, gen, o.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (e *env) bareNode(t *testing.T, name string) {
 	t.Helper()
-	if err := CreateNodes(e.ctx, e.c, []string{name}); err != nil {
+	if err := CreateNodes(e.ctx, e.c, e.mock, StandaloneVM, []string{name}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := CRDNIC(e.ctx, e.c, e.cache, name); err != nil {
@@ -312,5 +324,26 @@ func TestLeaderKilledMidRunStandbyTakesOverWithoutDoubleWritesOrLostAddresses(t 
 		if got := n.Pool().GetCounts().GetAssigned(); got != 40 {
 			t.Errorf("%s: %d assigned, want 40", n.Name, got)
 		}
+	}
+}
+
+func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
+	e := newEnv(t, 0)
+	ctl := StartController(t, e.api.Config, e.mock.ControllerConfig(), stack.Quiet(t))
+	<-ctl.Elected
+	if err := e.c.Create(e.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := CRDNIC(e.ctx, e.c, e.cache, "bare"); err != nil {
+		t.Fatal(err)
+	}
+	writes := e.mock.Stats().Writes
+	o := e.applied(t, "bare", e.spec(t, "bare", 4))
+	c := meta.FindStatusCondition(o.Status.Conditions, v1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonNICNotFound || !strings.Contains(o.Status.LastError, "provider ID") {
+		t.Fatalf("Ready %+v, last error %q; want False/%s naming the provider ID", c, o.Status.LastError, v1.ReasonNICNotFound)
+	}
+	if w := e.mock.Stats().Writes - writes; w != 0 {
+		t.Fatalf("%d ARM writes for a node whose VM is unknown", w)
 	}
 }

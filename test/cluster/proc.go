@@ -58,7 +58,6 @@ func StartControllerProc(t testing.TB, bin, kubeconfig string, m *Mock, name str
 	t.Helper()
 	cc := m.ControllerConfig()
 	args := []string{"--kubeconfig", kubeconfig, "--arm-endpoint", m.URL, "--auth", "static",
-		"--subscription", cc.Azure.Subscription, "--resource-group", cc.Azure.ResourceGroup,
 		"--lease-namespace", cc.LeaseNamespace, "--lease-duration", cc.LeaseDuration.String(),
 		"--renew-deadline", cc.RenewDeadline.String(), "--retry-period", cc.RetryPeriod.String(),
 		"--metrics-listen", "0", "--health-listen", "0", "--log-level", "info"}

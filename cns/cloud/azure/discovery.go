@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -42,6 +43,7 @@ func (cfg Config) FromInstance(inst imds.Instance) Config {
 // VM, the instance's primary network interface configuration; for a standalone VM, the NIC
 // of the VM's network profile whose MAC is the one IMDS reported (mac). A NIC that the
 // profile names but whose MAC differs is not taken: cns must never manage another VM's NIC.
+// Without a MAC (the cluster controller places nodes by provider ID), the VM's primary NIC.
 func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, vmName string, mac net.HardwareAddr) (Config, error) {
 	if cfg.NIC != "" {
 		return cfg, nil
@@ -90,7 +92,10 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 	}
 	var refs []*armcompute.NetworkInterfaceReference
 	if p := vm.Properties; p != nil && p.NetworkProfile != nil {
-		refs = p.NetworkProfile.NetworkInterfaces
+		refs = slices.Clone(p.NetworkProfile.NetworkInterfaces)
+	}
+	if mac == nil { // no MAC to match (the cluster controller): the VM's primary NIC
+		slices.SortStableFunc(refs, func(a, b *armcompute.NetworkInterfaceReference) int { return boolRank(isPrimary(b)) - boolRank(isPrimary(a)) })
 	}
 	var seen []string
 	for _, ref := range refs {
@@ -115,6 +120,17 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 	}
 	return cfg, fmt.Errorf("no NIC of VM %s has the MAC %s that IMDS reported (%d in its network profile: %s)",
 		vmName, mac, len(refs), strings.Join(seen, "; "))
+}
+
+func isPrimary(r *armcompute.NetworkInterfaceReference) bool {
+	return r != nil && r.Properties != nil && r.Properties.Primary != nil && *r.Properties.Primary
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // sameMAC checks the NIC's MAC against IMDS's; no MAC from IMDS (flags only) accepts any.
