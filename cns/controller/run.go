@@ -35,9 +35,9 @@ type Config struct {
 	APIBurst      int
 	Azure         azure.Config // endpoint and credential; each node's VM comes from its Node's spec.providerID
 	NICNameFormat string       // set: no discovery, the NIC is Sprintf(format, node) in Azure's subscription and group
-	WriteBurst    int     // ARM write budget: bucket size (Azure: 200)
-	WriteRate     float64 // ARM write budget: refill per second (Azure: 10)
-	Workers       int     // nodes written concurrently
+	WriteBurst    int          // ARM write budget: bucket size (Azure: 200)
+	WriteRate     float64      // ARM write budget: refill per second (Azure: 10)
+	Workers       int          // nodes written concurrently
 	MaxIPs        int
 	CloudTimeout  time.Duration
 

@@ -95,7 +95,9 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 		refs = slices.Clone(p.NetworkProfile.NetworkInterfaces)
 	}
 	if mac == nil { // no MAC to match (the cluster controller): the VM's primary NIC
-		slices.SortStableFunc(refs, func(a, b *armcompute.NetworkInterfaceReference) int { return boolRank(isPrimary(b)) - boolRank(isPrimary(a)) })
+		slices.SortStableFunc(refs, func(a, b *armcompute.NetworkInterfaceReference) int {
+			return boolRank(isPrimary(b)) - boolRank(isPrimary(a))
+		})
 	}
 	var seen []string
 	for _, ref := range refs {
