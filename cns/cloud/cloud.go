@@ -20,6 +20,8 @@ type NIC struct {
 	// Secondaries are the addresses of cns's own ip configurations (OwnConfigName), sorted.
 	// Only these are ever adopted, assigned or removed.
 	Secondaries []netip.Addr
+	// Names are the ip configuration names of Secondaries, when the backend reports them.
+	Names map[netip.Addr]string
 	// Foreign are every other non-primary ip configuration (an operator's, a load
 	// balancer's, IPv6 ones): they take room on the NIC but cns never touches them.
 	Foreign           []ForeignConfig

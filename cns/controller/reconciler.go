@@ -176,7 +176,15 @@ func fillNIC(s *v1.NodeNetworkConfigStatus, nic cloud.NIC, maxIPs int) {
 	}
 	s.IPConfigurations = s.IPConfigurations[:0]
 	for _, a := range nic.Secondaries {
-		s.IPConfigurations = append(s.IPConfigurations, v1.IPConfiguration{Address: a.String()})
+		s.IPConfigurations = append(s.IPConfigurations, v1.IPConfiguration{Name: nic.Names[a], Address: a.String()})
+	}
+	s.ForeignIPConfigurations = s.ForeignIPConfigurations[:0]
+	for _, f := range nic.Foreign {
+		fc := v1.ForeignIPConfiguration{Name: f.Name}
+		if f.Addr.IsValid() {
+			fc.Address = f.Addr.String()
+		}
+		s.ForeignIPConfigurations = append(s.ForeignIPConfigurations, fc)
 	}
 	s.AssignedIPCount = int32(len(nic.Secondaries))
 	s.Scaler.MaxIPCount = int32(maxIPs)

@@ -347,3 +347,46 @@ func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
 		t.Fatalf("%d ARM writes for a node whose VM is unknown", w)
 	}
 }
+
+func TestStatusNamesEveryConfigurationAndForeignOnesCountButAreNeverTouched(t *testing.T) {
+	e := newEnv(t, 0)
+	cfg := e.mock.ControllerConfig()
+	cfg.MaxIPs = 8
+	ctl := StartController(t, e.api.Config, cfg, stack.Quiet(t))
+	<-ctl.Elected
+	e.bareNode(t, "n1")
+	mc := mockarm.DefaultConfig()
+	web, err := e.mock.AddIPConfig(mc.Subscription, mc.ResourceGroup, "n1-nic", "web", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v6 := netip.MustParseAddr("fd00::7")
+	if _, err := e.mock.AddIPConfig(mc.Subscription, mc.ResourceGroup, "n1-nic", "web-v6", v6); err != nil {
+		t.Fatal(err)
+	}
+	// The node asks for all 8; two of the 8 are taken by the operator's configurations.
+	o := e.applied(t, "n1", e.spec(t, "n1", 8))
+	if len(o.Status.IPConfigurations) != 6 {
+		t.Fatalf("status lists %d own configurations, want 6 (max 8 minus 2 foreign): %+v", len(o.Status.IPConfigurations), o.Status.IPConfigurations)
+	}
+	for _, ipc := range o.Status.IPConfigurations {
+		if !strings.HasPrefix(ipc.Name, "cns-") || netip.MustParseAddr(ipc.Address) == web {
+			t.Errorf("own configuration %+v: want a cns- name and not the foreign address", ipc)
+		}
+	}
+	want := []v1.ForeignIPConfiguration{{Name: "web", Address: web.String()}, {Name: "web-v6", Address: v6.String()}}
+	slices.SortFunc(o.Status.ForeignIPConfigurations, func(a, b v1.ForeignIPConfiguration) int { return strings.Compare(a.Name, b.Name) })
+	if !slices.Equal(o.Status.ForeignIPConfigurations, want) {
+		t.Fatalf("foreign configurations %+v, want %+v", o.Status.ForeignIPConfigurations, want)
+	}
+	// Releasing the foreign address (a confused node) and one own address removes only the own one.
+	own := o.Status.IPConfigurations[0].Address
+	o = e.applied(t, "n1", e.spec(t, "n1", 5, own, web.String()))
+	held := e.nicAddrs("n1")
+	if _, ok := slices.BinarySearchFunc(held, web, netip.Addr.Compare); !ok {
+		t.Fatalf("the foreign address %s left the NIC: %v", web, held)
+	}
+	if len(o.Status.IPConfigurations) != 5 || len(o.Status.ForeignIPConfigurations) != 2 {
+		t.Fatalf("after releasing %s: %d own, %d foreign configurations; want 5 and 2", own, len(o.Status.IPConfigurations), len(o.Status.ForeignIPConfigurations))
+	}
+}

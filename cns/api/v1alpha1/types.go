@@ -108,6 +108,14 @@ type NodeNetworkConfigStatus struct {
 	// +optional
 	IPConfigurations []IPConfiguration `json:"ipConfigurations,omitempty"`
 
+	// ForeignIPConfigurations are the NIC's other secondary ip configurations (an operator's,
+	// a load balancer's, IPv6 ones): they count against Scaler.MaxIPCount and the NIC's limit,
+	// and are never assigned, removed or rewritten.
+	// +listType=map
+	// +listMapKey=name
+	// +optional
+	ForeignIPConfigurations []ForeignIPConfiguration `json:"foreignIPConfigurations,omitempty"`
+
 	// AssignedIPCount is len(IPConfigurations), for the printer column.
 	// +optional
 	AssignedIPCount int32 `json:"assignedIPCount,omitempty"`
@@ -149,9 +157,19 @@ type IPConfiguration struct {
 	Address string `json:"address"`
 }
 
+// ForeignIPConfiguration is an ip configuration of the NIC that cns did not create.
+type ForeignIPConfiguration struct {
+	// Name of the ip configuration on the NIC.
+	Name string `json:"name"`
+	// Address is its private address (IPv4 or IPv6), empty when it has none yet.
+	// +optional
+	Address string `json:"address,omitempty"`
+}
+
 // Scaler are the limits the controller applies.
 type Scaler struct {
-	// MaxIPCount is the most secondary addresses one node may hold.
+	// MaxIPCount is the most secondary ip configurations one node's NIC may hold, foreign ones
+	// included: the node may hold MaxIPCount minus len(ForeignIPConfigurations).
 	MaxIPCount int32 `json:"maxIPCount,omitempty"`
 }
 

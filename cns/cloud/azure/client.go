@@ -270,6 +270,10 @@ func (c *Client) toNIC(ctx context.Context, iface armnetwork.Interface) (cloud.N
 		}
 		if a, ok := configAddr(ipc); ok && own(ipc) {
 			n.Secondaries = append(n.Secondaries, a)
+			if n.Names == nil {
+				n.Names = map[netip.Addr]string{}
+			}
+			n.Names[a] = str(ipc.Name)
 			continue
 		}
 		f := cloud.ForeignConfig{Name: str(ipc.Name)}

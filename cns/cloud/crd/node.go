@@ -163,8 +163,21 @@ func toNIC(o *v1.NodeNetworkConfig) (cloud.NIC, error) {
 			continue
 		}
 		nic.Secondaries = append(nic.Secondaries, a)
+		if ipc.Name != "" {
+			if nic.Names == nil {
+				nic.Names = map[netip.Addr]string{}
+			}
+			nic.Names[a] = ipc.Name
+		}
 	}
 	slices.SortFunc(nic.Secondaries, netip.Addr.Compare)
+	for _, f := range s.ForeignIPConfigurations {
+		fc := cloud.ForeignConfig{Name: f.Name}
+		if f.Address != "" {
+			fc.Addr, _ = netip.ParseAddr(f.Address) // the pool only counts foreign ones
+		}
+		nic.Foreign = append(nic.Foreign, fc)
+	}
 	if len(errs) > 0 {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: fmt.Errorf("NodeNetworkConfig %s status: %w", o.Name, errors.Join(errs...))}
 	}
