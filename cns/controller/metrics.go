@@ -17,6 +17,8 @@ type Metrics struct {
 	budgetWait prometheus.Histogram
 	writeTime  prometheus.Histogram
 	specToStat prometheus.Histogram
+	reads      *prometheus.CounterVec
+	drift      prometheus.Counter
 
 	mu   sync.Mutex
 	seen map[string]seenGen // node → the newest spec generation seen and when
@@ -40,11 +42,15 @@ func NewMetrics(reg prometheus.Registerer, budget *Budget) *Metrics {
 			Help: "NIC write duration, long-running operation and budget wait included.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
 		specToStat: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "vnet_controller_spec_to_status_seconds",
 			Help: "Time from the controller seeing a new spec generation to the status answering it.", Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vnet_controller_resync_reads_total",
+			Help: "Periodic NIC re-reads (drift detection), by outcome."}, []string{"result"}),
+		drift: prometheus.NewCounter(prometheus.CounterOpts{Name: "vnet_controller_drift_detected_total",
+			Help: "Periodic re-reads that found the NIC changed out of band (the status was updated)."}),
 		seen: map[string]seenGen{},
 	}
 	tokens := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vnet_controller_write_budget_tokens",
 		Help: "Writes the budget allows right now."}, budget.Tokens)
-	reg.MustRegister(m.writes, m.throttled, m.budgetWait, m.writeTime, m.specToStat, tokens)
+	reg.MustRegister(m.writes, m.throttled, m.budgetWait, m.writeTime, m.specToStat, m.reads, m.drift, tokens)
 	return m
 }
 
@@ -56,6 +62,16 @@ func (m *Metrics) write(err error, d time.Duration) {
 	m.writes.WithLabelValues(result).Inc()
 	m.writeTime.Observe(d.Seconds())
 }
+
+func (m *Metrics) resyncRead(err error) {
+	result := "ok"
+	if err != nil {
+		result = cloud.KindOf(err).String()
+	}
+	m.reads.WithLabelValues(result).Inc()
+}
+
+func (m *Metrics) drifted() { m.drift.Inc() }
 
 // specSeen notes when a spec generation was first seen (from the watch event).
 func (m *Metrics) specSeen(node string, gen int64) {

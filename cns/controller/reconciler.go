@@ -40,9 +40,11 @@ type Reconciler struct {
 	CloudTimeout time.Duration
 	Log          *slog.Logger
 	Metrics      *Metrics
+	Resync       Resync
 
-	mu      sync.Mutex
-	clients map[string]NIC
+	mu       sync.Mutex
+	clients  map[string]NIC
+	lastRead map[string]time.Time // node → when its NIC was last read
 }
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
@@ -58,8 +60,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	if current(obj) {
-		r.Metrics.settled(obj.Name)
-		return reconcile.Result{}, nil // a restart: answered long ago, nothing to read
+		r.Metrics.settled(obj.Name) // answered: a restart, a resync, or our own status write
+		if due, wait := r.resyncDue(obj.Name); !due {
+			return reconcile.Result{RequeueAfter: wait}, nil
+		}
+		return r.resync(ctx, obj)
 	}
 	cctx, cancel := context.WithTimeout(ctx, r.CloudTimeout)
 	defer cancel()
@@ -75,6 +80,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if err != nil {
 		return r.failed(ctx, obj, nil, err)
 	}
+	r.readAt(obj.Name, time.Now())
 	if strings.EqualFold(now.ProvisioningState, "Updating") {
 		// A write is still running (a former leader's, or another tool's): planning now would
 		// count its addresses as missing and write them twice.
@@ -92,7 +98,10 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.Log.Debug("NIC written", "node", obj.Name, "generation", obj.Generation, "add", p.Add, "remove", len(p.Remove))
 		now = written
 	}
-	return reconcile.Result{}, r.report(ctx, obj, &now, nil)
+	if err := r.report(ctx, obj, &now, nil); err != nil {
+		return reconcile.Result{}, err
+	}
+	return r.nextResync(), nil
 }
 
 // current reports whether the status already answers the spec's generation successfully.
@@ -215,4 +224,5 @@ func (r *Reconciler) forget(node string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.clients, node)
+	delete(r.lastRead, node)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -33,11 +34,13 @@ type Config struct {
 	Kubeconfig    string // empty: in-cluster, or $KUBECONFIG
 	APIQPS        float32
 	APIBurst      int
-	Azure         azure.Config // endpoint and credential; each node's VM comes from its Node's spec.providerID
-	NICNameFormat string       // set: no discovery, the NIC is Sprintf(format, node) in Azure's subscription and group
-	WriteBurst    int          // ARM write budget: bucket size (Azure: 200)
-	WriteRate     float64      // ARM write budget: refill per second (Azure: 10)
-	Workers       int          // nodes written concurrently
+	Azure         azure.Config  // endpoint and credential; each node's VM comes from its Node's spec.providerID
+	NICNameFormat string        // set: no discovery, the NIC is Sprintf(format, node) in Azure's subscription and group
+	WriteBurst    int           // ARM write budget: bucket size (Azure: 200)
+	WriteRate     float64       // ARM write budget: refill per second (Azure: 10)
+	Workers       int           // nodes written concurrently
+	ResyncPeriod  time.Duration // about how often each NIC is re-read for out-of-band changes
+	ResyncReads   float64       // drift reads per second, cluster-wide
 	MaxIPs        int
 	CloudTimeout  time.Duration
 
@@ -56,7 +59,7 @@ type Config struct {
 // DefaultConfig returns the production defaults.
 func DefaultConfig() Config {
 	return Config{APIQPS: 50, APIBurst: 100, Azure: azure.Config{Auth: azure.AuthManagedIdentity},
-		WriteBurst: 200, WriteRate: 10, Workers: 32, MaxIPs: 250, CloudTimeout: 90 * time.Second,
+		WriteBurst: 200, WriteRate: 10, Workers: 32, ResyncPeriod: 5 * time.Minute, ResyncReads: 5, MaxIPs: 250, CloudTimeout: 90 * time.Second,
 		LeaderElect: true, LeaseNamespace: "kube-system", LeaseName: "vnet-controller",
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
 		MetricsListen: ":10093", HealthListen: ":10094", LogLevel: "info"}
@@ -75,6 +78,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.WriteBurst, "write-burst", c.WriteBurst, "ARM write budget: bucket size (Azure: 200 per subscription and region)")
 	fs.Float64Var(&c.WriteRate, "write-rate", c.WriteRate, "ARM write budget: writes per second refilled (Azure: 10)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "nodes whose NIC is written concurrently (one write per node at a time)")
+	fs.DurationVar(&c.ResyncPeriod, "resync-period", c.ResyncPeriod, "about how often (jittered ±20%) each NIC is re-read so out-of-band changes reach the status; 0 disables")
+	fs.Float64Var(&c.ResyncReads, "resync-reads", c.ResyncReads, "budget of those re-reads, NIC reads per second cluster-wide (spec changes are not limited by it)")
 	fs.IntVar(&c.MaxIPs, "max-ips", c.MaxIPs, "most secondary addresses per node")
 	fs.DurationVar(&c.CloudTimeout, "cloud-timeout", c.CloudTimeout, "deadline of one NIC read or write, long-running operation included")
 	fs.BoolVar(&c.LeaderElect, "leader-elect", c.LeaderElect, "elect a leader on a Lease; only the leader writes")
@@ -94,8 +99,8 @@ func (c *Config) Validate() error {
 	if c.NICNameFormat != "" && (c.Azure.Subscription == "" || c.Azure.ResourceGroup == "") {
 		errs = append(errs, errors.New("--nic-name-format needs --subscription and --resource-group"))
 	}
-	if c.WriteBurst < 1 || c.WriteRate <= 0 || c.Workers < 1 || c.MaxIPs < 1 || c.CloudTimeout <= 0 {
-		errs = append(errs, errors.New("--write-burst, --write-rate, --workers, --max-ips and --cloud-timeout must be positive"))
+	if c.WriteBurst < 1 || c.WriteRate <= 0 || c.Workers < 1 || c.MaxIPs < 1 || c.CloudTimeout <= 0 || c.ResyncPeriod < 0 || c.ResyncReads <= 0 {
+		errs = append(errs, errors.New("--write-burst, --write-rate, --workers, --max-ips, --cloud-timeout and --resync-reads must be positive, --resync-period not negative"))
 	}
 	if c.LeaderElect && !(c.LeaseDuration > c.RenewDeadline && c.RenewDeadline > c.RetryPeriod && c.RetryPeriod > 0) {
 		errs = append(errs, errors.New("want --lease-duration > --renew-deadline > --retry-period > 0"))
@@ -162,7 +167,7 @@ func Setup(mgr manager.Manager, cfg Config, reg prometheus.Registerer, log *slog
 	}
 	d := &Discoverer{Nodes: mgr.GetAPIReader(), Base: ac, Cred: cred, NICNameFormat: cfg.NICNameFormat}
 	r := &Reconciler{Client: mgr.GetClient(), MaxIPs: cfg.MaxIPs, CloudTimeout: cfg.CloudTimeout, Log: log, Metrics: metrics,
-		NICs: d.NIC}
+		NICs: d.NIC, Resync: Resync{Period: cfg.ResyncPeriod, Reads: rate.NewLimiter(rate.Limit(cfg.ResyncReads), max(1, int(cfg.ResyncReads)))}}
 	seen := predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool {
 			metrics.specSeen(e.Object.GetName(), e.Object.GetGeneration())

@@ -390,3 +390,30 @@ func TestStatusNamesEveryConfigurationAndForeignOnesCountButAreNeverTouched(t *t
 		t.Fatalf("after releasing %s: %d own, %d foreign configurations; want 5 and 2", own, len(o.Status.IPConfigurations), len(o.Status.ForeignIPConfigurations))
 	}
 }
+
+func TestAnOutOfBandChangeReachesTheStatusByThePeriodicReread(t *testing.T) {
+	e := newEnv(t, 0)
+	cfg := e.mock.ControllerConfig()
+	cfg.ResyncPeriod, cfg.ResyncReads = time.Second, 100
+	ctl := StartController(t, e.api.Config, cfg, stack.Quiet(t))
+	<-ctl.Elected
+	e.bareNode(t, "n1")
+	o := e.applied(t, "n1", e.spec(t, "n1", 4))
+	writes := e.mock.Stats().Writes
+	mc := mockarm.DefaultConfig()
+	web, err := e.mock.AddIPConfig(mc.Subscription, mc.ResourceGroup, "n1-nic", "web", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No spec change: only the re-read (about once a second here) can see it.
+	poll(t, 30*time.Second, "the operator's configuration in the status", func() bool {
+		o = e.nnc(t, "n1")
+		return len(o.Status.ForeignIPConfigurations) == 1 && o.Status.ForeignIPConfigurations[0].Address == web.String()
+	})
+	if w := e.mock.Stats().Writes - writes; w != 0 {
+		t.Fatalf("%d ARM writes after an out-of-band change; a drift read only reports", w)
+	}
+	if got := metric(t, ctl, "vnet_controller_drift_detected_total", nil); got < 1 {
+		t.Fatalf("vnet_controller_drift_detected_total = %v, want ≥ 1", got)
+	}
+}
