@@ -182,6 +182,12 @@ func (s *Server) arm(h handler) http.HandlerFunc {
 			}
 		}
 		status, body, hdr, err := h(r)
+		var he *headerError
+		if errors.As(err, &he) {
+			for k, v := range he.hdr {
+				w.Header()[k] = v
+			}
+		}
 		if err != nil {
 			var ae *apiError
 			if !errors.As(err, &ae) {
@@ -255,11 +261,37 @@ func (s *Server) putNIC(r *http.Request) (int, any, http.Header, error) {
 	return status, snapshot(n), hdr, nil
 }
 
+// RemainingWritesHeader is ARM's count of writes the subscription has left in its bucket.
+const RemainingWritesHeader = "X-Ms-Ratelimit-Remaining-Subscription-Writes"
+
+// headerError is an error whose answer carries more headers.
+type headerError struct {
+	err error
+	hdr http.Header
+}
+
+func (e *headerError) Error() string { return e.err.Error() }
+func (e *headerError) Unwrap() error { return e.err }
+
 // writeNICLocked applies a new NIC body through the write bucket, If-Match and the
 // long-running operation; the NIC PUT and the scale-set VM update both come here.
-func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwork.Interface) (int, *armnetwork.Interface, http.Header, error) {
+func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwork.Interface) (status int, n *armnetwork.Interface, hdr http.Header, err error) {
 	s.stats.Puts++
-	if wait, ok := s.bucket(sub).take(time.Now(), s.cfg.WriteBurst, s.cfg.WriteRate); !ok {
+	b := s.bucket(sub)
+	wait, ok := b.take(time.Now(), s.cfg.WriteBurst, s.cfg.WriteRate)
+	if s.cfg.WriteBurst > 0 && s.cfg.WriteRate > 0 {
+		// As ARM does, every answer to a write says how many writes the subscription has left,
+		// whatever its outcome (a rejected write has spent its token too).
+		left := strconv.Itoa(int(math.Max(0, math.Floor(b.tokens))))
+		defer func() {
+			if err != nil {
+				err = &headerError{err: err, hdr: http.Header{RemainingWritesHeader: {left}}}
+			} else {
+				hdr.Set(RemainingWritesHeader, left)
+			}
+		}()
+	}
+	if !ok {
 		s.stats.Throttled++
 		return 0, nil, nil, &apiError{429, "SubscriptionRequestsThrottled",
 			"number of write requests for subscription exceeded the limit", int(math.Ceil(wait.Seconds()))}
@@ -272,7 +304,7 @@ func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwor
 	if m := r.Header.Get("If-Match"); m != "" && (cur == nil || (m != "*" && m != *cur.Etag)) {
 		return 0, nil, nil, &apiError{412, "PreconditionFailed", "If-Match " + m + " does not match the NIC's etag", 0}
 	}
-	n, err := s.subnet.apply(id, cur, body, s.SubnetID(), s.cfg.MaxIPConfigs)
+	n, err = s.subnet.apply(id, cur, body, s.SubnetID(), s.cfg.MaxIPConfigs)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -281,7 +313,7 @@ func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwor
 	op.fail = s.takeLROFault()
 	s.ops[op.id] = op
 	s.nics[key] = n
-	hdr := http.Header{"Azure-Asyncoperation": {fmt.Sprintf("%s/subscriptions/%s/providers/Microsoft.Network/locations/%s/operations/%s?api-version=%s",
+	hdr = http.Header{"Azure-Asyncoperation": {fmt.Sprintf("%s/subscriptions/%s/providers/Microsoft.Network/locations/%s/operations/%s?api-version=%s",
 		baseURL(r), sub, s.cfg.Location, op.id, r.URL.Query().Get("api-version"))}}
 	if s.cfg.Latency > 0 || op.fail != nil {
 		s.busy[key] = op
@@ -295,7 +327,7 @@ func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwor
 		s.programFabric()
 	}
 	s.save()
-	status := 200
+	status = 200
 	if cur == nil {
 		status = 201
 	}
