@@ -63,14 +63,15 @@ type result struct {
 	perNodeEvent, warmSeconds, apiRPS float64
 	rssMiB                            float64
 	takeover                          time.Duration
-	lostAddrs, overHeld               int
+	lostAddrs, overHeld, precondition int
 }
 
 func (r result) String() string {
 	s := fmt.Sprintf("nodes=%d warm=%d failed=%d arm_writes=%d writes_per_node_event=%.2f throttled_429=%d warm_seconds=%.1f apiserver_rps=%.1f controller_rss_mib=%.0f",
 		r.nodes, r.warm, r.failed, r.armWrites, r.perNodeEvent, r.throttled, r.warmSeconds, r.apiRPS, r.rssMiB)
 	if r.takeover > 0 {
-		s += fmt.Sprintf(" leader_takeover_seconds=%.1f lost_addresses=%d nodes_over_requested=%d", r.takeover.Seconds(), r.lostAddrs, r.overHeld)
+		s += fmt.Sprintf(" leader_takeover_seconds=%.1f lost_addresses=%d nodes_over_requested=%d writes_refused_412=%d",
+			r.takeover.Seconds(), r.lostAddrs, r.overHeld, r.precondition)
 	}
 	return s
 }
@@ -188,7 +189,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 	r.failed = int(failed.Load())
 	elapsed := time.Since(start)
 	st := mock.Stats()
-	r.armWrites, r.throttled = st.Writes, st.Throttled
+	r.armWrites, r.throttled, r.precondition = st.Writes, st.Throttled, st.PreconditionFailed
 	r.perNodeEvent = float64(st.Writes) / float64(n*(1+waves))
 	if api != nil {
 		r.apiRPS = float64(apiRequests(t, api)-reqBefore) / elapsed.Seconds()

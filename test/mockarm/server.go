@@ -78,6 +78,8 @@ type Server struct {
 // Stats counts calls, for tests that check cns does not hammer a throttled API.
 type Stats struct {
 	Gets, Puts, OperationPolls, Throttled, Faults, Writes int
+	// PreconditionFailed counts writes refused by If-Match (412): two writers raced on a NIC.
+	PreconditionFailed int
 }
 
 type operation struct {
@@ -302,6 +304,7 @@ func (s *Server) writeNICLocked(r *http.Request, sub, id string, body *armnetwor
 		return 0, nil, nil, &apiError{409, "AnotherOperationInProgress", "operation " + op.id + " is in progress on the NIC", 1}
 	}
 	if m := r.Header.Get("If-Match"); m != "" && (cur == nil || (m != "*" && m != *cur.Etag)) {
+		s.stats.PreconditionFailed++
 		return 0, nil, nil, &apiError{412, "PreconditionFailed", "If-Match " + m + " does not match the NIC's etag", 0}
 	}
 	n, err = s.subnet.apply(id, cur, body, s.SubnetID(), s.cfg.MaxIPConfigs)
