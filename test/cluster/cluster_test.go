@@ -346,6 +346,15 @@ func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
 	if w := e.mock.Stats().Writes - writes; w != 0 {
 		t.Fatalf("%d ARM writes for a node whose VM is unknown", w)
 	}
+	// The operator sees why in kubectl get's LAST ERROR column.
+	out, _, err := e.api.env.ControlPlane.KubeCtl().Run("get", "nnc", "bare")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(out)
+	if !strings.Contains(string(b), "LAST ERROR") || !strings.Contains(string(b), "provider ID") || !strings.Contains(string(b), "False") {
+		t.Fatalf("kubectl get nnc bare shows no last error or Ready False:\n%s", b)
+	}
 }
 
 func TestStatusNamesEveryConfigurationAndForeignOnesCountButAreNeverTouched(t *testing.T) {
@@ -430,7 +439,8 @@ func TestLeaderProcessKilledStandbyProcessTakesOver(t *testing.T) {
 	holder := func() string { return leaseHolder(e) }
 	leader := StartControllerProc(t, bin, kc, e.mock, "leader")
 	first := WaitLeader(t, time.Minute, holder, leader)
-	standby := StartControllerProc(t, bin, kc, e.mock, "standby")
+	metricsAddr := freePort(t)
+	standby := StartControllerProc(t, bin, kc, e.mock, "standby", "--metrics-listen", metricsAddr)
 	nodes := e.nodes(t, 6)
 	for _, n := range nodes {
 		poll(t, time.Minute, n.Name+" warm", func() bool { return warm(n) })
@@ -491,5 +501,22 @@ func TestLeaderProcessKilledStandbyProcessTakesOver(t *testing.T) {
 	}
 	if st := e.mock.Stats(); st.PreconditionFailed != 0 {
 		t.Errorf("%d NIC writes refused by If-Match: two writers raced", st.PreconditionFailed)
+	}
+	// The operator's view of the new leader: its Prometheus endpoint.
+	body := scrape(t, "http://"+metricsAddr+"/metrics")
+	for _, want := range []string{
+		`workqueue_depth{controller="nodenetworkconfig",name="nodenetworkconfig"`,
+		`vnet_controller_arm_writes_total{result="ok"}`,
+		`vnet_controller_arm_throttled_total 0`,
+		`vnet_controller_write_budget_tokens`,
+		`vnet_controller_write_budget_wait_seconds_count`,
+		`vnet_controller_spec_to_status_seconds_count`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the leader's /metrics lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("vnet_controller series:\n%s", grepLines(body, "vnet_controller_", "workqueue_depth"))
 	}
 }
