@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -73,6 +74,21 @@ func (b *Budget) Remaining(n int) {
 	}
 }
 
+type ticketKey struct{}
+
+// WithTicket returns ctx carrying one write the budget has already admitted (the caller
+// waited in Wait): the first write the Transport sees with it goes without waiting again.
+// The wait belongs outside the SDK's pipeline, whose per-try timeout would otherwise cut a
+// long queue for the budget short; the SDK's own retries of that write wait as usual.
+func WithTicket(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ticketKey{}, new(atomic.Bool))
+}
+
+func takeTicket(ctx context.Context) bool {
+	t, _ := ctx.Value(ticketKey{}).(*atomic.Bool)
+	return t != nil && t.CompareAndSwap(false, true)
+}
+
 // Tokens is how many writes may go now (for metrics and tests).
 func (b *Budget) Tokens() float64 { return b.lim.Tokens() }
 
@@ -91,7 +107,7 @@ type Transport struct {
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	write := req.Method == http.MethodPut || req.Method == http.MethodPatch || req.Method == http.MethodDelete || req.Method == http.MethodPost
-	if write {
+	if write && !takeTicket(req.Context()) {
 		w, err := t.Budget.Wait(req.Context())
 		if t.Waited != nil {
 			t.Waited(w)

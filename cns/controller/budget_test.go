@@ -115,3 +115,32 @@ func TestBudgetWaitEndsWithTheContext(t *testing.T) {
 		}
 	})
 }
+
+func TestATicketAdmitsOneWriteWithoutASecondWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arm := &armStub{status: http.StatusOK}
+		b := NewBudget(1, 1)
+		tr := &Transport{Budget: b, Next: arm}
+		if _, err := b.Wait(t.Context()); err != nil { // the reconciler queues for the budget
+			t.Fatal(err)
+		}
+		ctx := WithTicket(t.Context())
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPut, "http://arm/nic", nil)
+		start := time.Now()
+		if _, err := tr.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 0 {
+			t.Fatalf("the admitted write waited %s again", d)
+		}
+		// A retry of that write by the SDK is a write of its own: it waits for the next token.
+		req, _ = http.NewRequestWithContext(ctx, http.MethodPut, "http://arm/nic", nil)
+		start = time.Now()
+		if _, err := tr.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != time.Second {
+			t.Fatalf("the retry waited %s, want the 1 s refill", d)
+		}
+	})
+}

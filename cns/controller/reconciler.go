@@ -41,6 +41,7 @@ type Reconciler struct {
 	Log          *slog.Logger
 	Metrics      *Metrics
 	Resync       Resync
+	Budget       *Budget // the ARM write budget; nil leaves it to the transport alone
 
 	mu       sync.Mutex
 	clients  map[string]NIC
@@ -89,7 +90,16 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	p := PlanFor(obj.Spec, now, r.MaxIPs)
 	if !p.Empty() {
 		start := time.Now()
-		written, err := nic.UpdateIPConfigs(cctx, cloud.Change{ETag: now.ETag, Add: p.Add, Remove: p.Remove})
+		wctx := cctx
+		if r.Budget != nil { // queue for the budget here, not inside the SDK's per-try timeout
+			waited, err := r.Budget.Wait(cctx)
+			r.Metrics.budgetWait.Observe(waited.Seconds())
+			if err != nil {
+				return r.failed(ctx, obj, &now, &cloud.Error{Kind: cloud.KindThrottled, Err: err})
+			}
+			wctx = WithTicket(cctx)
+		}
+		written, err := nic.UpdateIPConfigs(wctx, cloud.Change{ETag: now.ETag, Add: p.Add, Remove: p.Remove})
 		r.Metrics.write(err, time.Since(start))
 		if err != nil {
 			r.Log.Warn("NIC write failed", "node", obj.Name, "add", p.Add, "remove", len(p.Remove), "err", err)

@@ -167,7 +167,7 @@ func Setup(mgr manager.Manager, cfg Config, reg prometheus.Registerer, log *slog
 	}
 	d := &Discoverer{Nodes: mgr.GetAPIReader(), Base: ac, Cred: cred, NICNameFormat: cfg.NICNameFormat}
 	r := &Reconciler{Client: mgr.GetClient(), MaxIPs: cfg.MaxIPs, CloudTimeout: cfg.CloudTimeout, Log: log, Metrics: metrics,
-		NICs: d.NIC, Resync: Resync{Period: cfg.ResyncPeriod, Reads: rate.NewLimiter(rate.Limit(cfg.ResyncReads), max(1, int(cfg.ResyncReads)))}}
+		NICs: d.NIC, Budget: budget, Resync: Resync{Period: cfg.ResyncPeriod, Reads: rate.NewLimiter(rate.Limit(cfg.ResyncReads), max(1, int(cfg.ResyncReads)))}}
 	seen := predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool {
 			metrics.specSeen(e.Object.GetName(), e.Object.GetGeneration())
