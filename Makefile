@@ -188,6 +188,8 @@ bench: build bench-deps k8s-bins
 
 # Cluster mode at scale: NODES simulated nodes (default 1000) in CRD mode with vnet-controller
 # (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.
+# Also read from the environment: MODES ("crd direct"), PODS (30), WAVES (3), WRITE_BURST/WRITE_RATE
+# (200/10, mockarm's bucket and the controller's budget), WARM_WITHIN (10m). Full log: .run/bench-cluster.log.
 NODES ?= 1000
 bench-cluster: build k8s-bins
 	@mkdir -p $(RUN_DIR); log=$(RUN_DIR)/bench-cluster.log; \
