@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-
 	"github.com/vnet-cni/vnet-cni/cns"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
