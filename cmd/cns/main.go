@@ -13,6 +13,7 @@ import (
 )
 
 func main() {
+	cns.TuneGC()
 	cfg := cns.DefaultConfig()
 	cfg.RegisterFlags(flag.CommandLine)
 	flag.Parse()

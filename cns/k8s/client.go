@@ -1,13 +1,18 @@
 package k8s
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"time"
 
-	"k8s.io/client-go/kubernetes"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -47,21 +52,79 @@ func ResolveNodeName(flag string) (string, error) {
 	return strings.ToLower(h), nil
 }
 
-// NewClient builds a clientset from c: the kubeconfig, or the in-cluster config.
-func NewClient(c Config) (kubernetes.Interface, error) {
+// Client is the part of the Kubernetes API cns uses: reading pods. It is client-go's REST
+// client on a scheme that knows core/v1 alone. Neither client-go's clientset (whose scheme
+// registers every built-in API group at package init) nor its generic typed client (which
+// links client-go's fake tracker, server-side apply and OpenAPI models) is linked: together
+// they were about 8 MiB of cns's resident memory, pages of code and type data that a node
+// daemon reading pods never runs (`make bench`'s cns memory step, README).
+type Client struct {
+	rest   rest.Interface
+	params runtime.ParameterCodec
+}
+
+// coreScheme knows core/v1 and the meta types the API server answers with (lists, watch
+// events, Status).
+func coreScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	_ = corev1.AddToScheme(s)
+	return s
+}
+
+// NewClient builds the pod client from c: the kubeconfig, or the in-cluster config.
+func NewClient(c Config) (*Client, error) {
 	rc, err := RestConfig(c.Kubeconfig)
 	if err != nil {
 		return nil, err
 	}
-	rc.UserAgent = "cns"
+	return NewClientFor(rc)
+}
+
+// NewClientFor builds the pod client for an API server configuration, with the defaults
+// client-go's core/v1 client sets (path /api, group version v1).
+func NewClientFor(rc *rest.Config) (*Client, error) {
+	cfg := rest.CopyConfig(rc)
+	cfg.UserAgent = "cns"
 	// One watch and a few GETs per GC round: well inside the defaults, but a burst of
 	// confirmations should not queue behind client-side throttling.
-	rc.QPS, rc.Burst = 20, 40
-	cs, err := kubernetes.NewForConfig(rc)
+	cfg.QPS, cfg.Burst = 20, 40
+	s := coreScheme()
+	cfg.GroupVersion = &corev1.SchemeGroupVersion
+	cfg.APIPath = "/api"
+	cfg.NegotiatedSerializer = serializer.NewCodecFactory(s).WithoutConversion()
+	r, err := rest.RESTClientFor(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("API server client: %w", err)
 	}
-	return cs, nil
+	return &Client{rest: r, params: runtime.NewParameterCodec(s)}, nil
+}
+
+// ListPods lists pods in all namespaces, as the clientset's CoreV1().Pods("").List does
+// (protobuf unless the configuration names a content type, as the clientset's pod client).
+func (c *Client) ListPods(ctx context.Context, o metav1.ListOptions) (*corev1.PodList, error) {
+	l := &corev1.PodList{}
+	err := c.rest.Get().UseProtobufAsDefault().Resource("pods").VersionedParams(&o, c.params).Timeout(timeoutOf(o)).Do(ctx).Into(l)
+	return l, err
+}
+
+// WatchPods watches pods in all namespaces, as the clientset's CoreV1().Pods("").Watch does.
+func (c *Client) WatchPods(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+	o.Watch = true
+	return c.rest.Get().UseProtobufAsDefault().Resource("pods").VersionedParams(&o, c.params).Timeout(timeoutOf(o)).Watch(ctx)
+}
+
+// GetPod reads one pod.
+func (c *Client) GetPod(ctx context.Context, namespace, name string) (*corev1.Pod, error) {
+	p := &corev1.Pod{}
+	err := c.rest.Get().UseProtobufAsDefault().Namespace(namespace).Resource("pods").Name(name).Do(ctx).Into(p)
+	return p, err
+}
+
+func timeoutOf(o metav1.ListOptions) time.Duration {
+	if o.TimeoutSeconds == nil {
+		return 0
+	}
+	return time.Duration(*o.TimeoutSeconds) * time.Second
 }
 
 // RestConfig is how cns reaches the API server, for pod demand and for cluster mode alike:

@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
 
@@ -38,7 +37,7 @@ func podOf(pod *corev1.Pod) Pod {
 
 // Pods watches the pods bound to one node.
 type Pods struct {
-	client   kubernetes.Interface
+	client   *Client
 	node     string
 	timeout  time.Duration
 	log      *slog.Logger
@@ -50,7 +49,7 @@ type Pods struct {
 }
 
 // NewPods builds the watcher; call Run.
-func NewPods(client kubernetes.Interface, node string, timeout time.Duration, log *slog.Logger) *Pods {
+func NewPods(client *Client, node string, timeout time.Duration, log *slog.Logger) *Pods {
 	p := &Pods{client: client, node: node, timeout: timeout, log: log}
 	sel := fields.OneTermEqualSelector("spec.nodeName", node).String()
 	lw := &cache.ListWatch{
@@ -58,13 +57,13 @@ func NewPods(client kubernetes.Interface, node string, timeout time.Duration, lo
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			o.FieldSelector = sel
-			return client.CoreV1().Pods("").List(ctx, o)
+			return client.ListPods(ctx, o)
 		},
 		// The watch is long-lived by design; the reflector asks the server to end it after
 		// 5-10 minutes (TimeoutSeconds) and starts another.
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
 			o.FieldSelector = sel
-			return client.CoreV1().Pods("").Watch(ctx, o)
+			return client.WatchPods(ctx, o)
 		},
 	}
 	p.informer = cache.NewSharedIndexInformerWithOptions(lw, &corev1.Pod{}, cache.SharedIndexInformerOptions{})
@@ -156,7 +155,7 @@ func (p *Pods) Cached(namespace, name string) (Pod, bool) {
 func (p *Pods) Live(ctx context.Context, namespace, name string) (pod Pod, found bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	obj, err := p.client.CoreV1().Pods(namespace).Get(ctx, name, metav1.GetOptions{})
+	obj, err := p.client.GetPod(ctx, namespace, name)
 	if apierrors.IsNotFound(err) {
 		return Pod{}, false, nil
 	}

@@ -108,10 +108,21 @@ func memory(ctx context.Context, c Config, r *Results) error {
 	if err != nil {
 		return err
 	}
+	// The binary's pages (file-backed, shared with the page cache) apart from the heap,
+	// stacks and runtime data (anonymous): they shrink for different reasons.
 	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) >= 2 && f[0] == "VmRSS:" {
-			kb, _ := strconv.Atoi(f[1])
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.Atoi(f[1])
+		switch f[0] {
+		case "VmRSS:":
 			r.CNSRSSMiB = round(float64(kb) / 1024)
+		case "RssAnon:":
+			r.CNSRSSAnonMiB = round(float64(kb) / 1024)
+		case "RssFile:":
+			r.CNSRSSFileMiB = round(float64(kb) / 1024)
 		}
 	}
 	return nil

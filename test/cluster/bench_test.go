@@ -112,6 +112,9 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 			t.Fatal(err)
 		}
 		e.c = c
+		if e.cc, err = crd.NewClient(api.Config); err != nil {
+			t.Fatal(err)
+		}
 		if err := CreateNodes(ctx, c, mock, StandaloneVM, names); err != nil {
 			t.Fatal(err)
 		}
@@ -129,7 +132,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	if mode == "crd" {
-		cache, err := crd.NewCache(ctx, e.c, "", log)
+		cache, err := crd.NewCache(ctx, e.cc, "", log)
 		if err == nil {
 			err = cache.WaitSynced(ctx)
 		}
@@ -145,7 +148,7 @@ func benchMode(t *testing.T, mode string, n, pods, waves int) result {
 			var nic cns.NICAPI
 			var err error
 			if mode == "crd" {
-				nic, err = CRDNIC(ctx, e.c, e.cache, name)
+				nic, err = CRDNIC(ctx, e.cc, e.cache, name)
 			} else {
 				nic, err = DirectNIC(mock, name)
 			}

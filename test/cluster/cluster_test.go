@@ -25,6 +25,7 @@ type env struct {
 	api   *APIServer
 	mock  *Mock
 	c     client.WithWatch
+	cc    *crd.Client // the typed client simulated nodes use, as cns does
 	cache *crd.Cache
 	ctx   context.Context
 	made  int // simulated nodes made so far (their names are node-NNN)
@@ -43,14 +44,18 @@ func newEnv(t *testing.T, latency time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache, err := crd.NewCache(ctx, c, "", stack.Quiet(t))
+	cc, err := crd.NewClient(api.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache, err := crd.NewCache(ctx, cc, "", stack.Quiet(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cache.WaitSynced(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return &env{api: api, mock: mock, c: c, cache: cache, ctx: ctx}
+	return &env{api: api, mock: mock, c: c, cc: cc, cache: cache, ctx: ctx}
 }
 
 func (e *env) nodes(t *testing.T, n int) []*Node {
@@ -70,7 +75,7 @@ func (e *env) shapedNodes(t *testing.T, n int, shape Shape) []*Node {
 	}
 	var out []*Node
 	for _, name := range names {
-		nic, err := CRDNIC(e.ctx, e.c, e.cache, name)
+		nic, err := CRDNIC(e.ctx, e.cc, e.cache, name)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,7 +215,7 @@ func (e *env) bareNode(t *testing.T, name string) {
 	if err := CreateNodes(e.ctx, e.c, e.mock, StandaloneVM, []string{name}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CRDNIC(e.ctx, e.c, e.cache, name); err != nil {
+	if _, err := CRDNIC(e.ctx, e.cc, e.cache, name); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -7,8 +7,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"sigs.k8s.io/controller-runtime/pkg/client"
-
 	"github.com/vnet-cni/vnet-cni/cns"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
@@ -77,7 +75,7 @@ func (n *Node) Request(ctx context.Context, i int) (cns.Grant, error) {
 
 // CRDNIC is the cluster-mode cloud of a simulated node: its NodeNetworkConfig, created owned
 // by its Node, seen through cache.
-func CRDNIC(ctx context.Context, c client.Client, cache *crd.Cache, name string) (cns.NICAPI, error) {
+func CRDNIC(ctx context.Context, c *crd.Client, cache *crd.Cache, name string) (cns.NICAPI, error) {
 	n := crd.New(c, cache, name)
 	return n, n.Ensure(ctx)
 }

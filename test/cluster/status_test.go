@@ -24,7 +24,7 @@ func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
 	if err := e.c.Create(e.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := CRDNIC(e.ctx, e.c, e.cache, "bare"); err != nil {
+	if _, err := CRDNIC(e.ctx, e.cc, e.cache, "bare"); err != nil {
 		t.Fatal(err)
 	}
 	writes := e.mock.Stats().Writes

@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
 	toolscache "k8s.io/client-go/tools/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
 )
@@ -29,18 +28,19 @@ type Cache struct {
 
 // NewCache starts an informer over the NodeNetworkConfigs named name (all of them if name is
 // empty); it runs until ctx ends. WaitSynced blocks until its first list has arrived.
-func NewCache(ctx context.Context, c client.WithWatch, name string, log *slog.Logger) (*Cache, error) {
+func NewCache(ctx context.Context, c *Client, name string, log *slog.Logger) (*Cache, error) {
 	var sel fields.Selector = fields.Everything()
 	if name != "" {
 		sel = fields.OneTermEqualSelector("metadata.name", name)
 	}
 	lw := &toolscache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
-			l := &v1.NodeNetworkConfigList{}
-			return l, c.List(ctx, l, &client.ListOptions{Raw: &o, FieldSelector: sel})
+			o.FieldSelector = sel.String()
+			return c.List(ctx, o)
 		},
 		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
-			return c.Watch(ctx, &v1.NodeNetworkConfigList{}, &client.ListOptions{Raw: &o, FieldSelector: sel})
+			o.FieldSelector = sel.String()
+			return c.Watch(ctx, o)
 		},
 	}
 	inf := toolscache.NewSharedIndexInformerWithOptions(lw, &v1.NodeNetworkConfig{}, toolscache.SharedIndexInformerOptions{})

@@ -2,16 +2,16 @@ package crd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 
-	corev1 "k8s.io/api/core/v1"
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
 	"github.com/vnet-cni/vnet-cni/cns/cloud"
@@ -20,7 +20,7 @@ import (
 // Node is one node's NIC seen through its NodeNetworkConfig. It implements cns.NICAPI; like
 // every NICAPI it is called one call at a time.
 type Node struct {
-	c     client.Client
+	c     *Client
 	cache *Cache
 	name  string
 	inUse func() int
@@ -31,7 +31,7 @@ type Node struct {
 func (n *Node) SetInUse(f func() int) { n.inUse = f }
 
 // New returns the NIC of node name; cache must watch that object.
-func New(c client.Client, cache *Cache, name string) *Node {
+func New(c *Client, cache *Cache, name string) *Node {
 	return &Node{c: c, cache: cache, name: name}
 }
 
@@ -41,14 +41,14 @@ func (n *Node) Ensure(ctx context.Context) error {
 	if o, _ := n.cache.get(n.name); o != nil {
 		return nil
 	}
-	node := &corev1.Node{}
-	if err := n.c.Get(ctx, client.ObjectKey{Name: n.name}, node); err != nil {
+	node, err := n.c.GetNode(ctx, n.name)
+	if err != nil {
 		return fmt.Errorf("read Node %s (the owner of its NodeNetworkConfig): %w", n.name, err)
 	}
 	obj := &v1.NodeNetworkConfig{ObjectMeta: metav1.ObjectMeta{Name: n.name, OwnerReferences: []metav1.OwnerReference{{
 		APIVersion: "v1", Kind: "Node", Name: node.Name, UID: node.UID,
 	}}}}
-	if err := n.c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
+	if _, err := n.c.Create(ctx, obj); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create NodeNetworkConfig %s: %w", n.name, err)
 	}
 	return nil
@@ -98,11 +98,12 @@ func (n *Node) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC,
 	if n.inUse != nil {
 		want.Spec.InUseIPCount = int32(n.inUse())
 	}
-	if err := n.c.Patch(ctx, want, client.MergeFrom(cur)); err != nil {
+	got, err := n.patchSpec(ctx, cur, want)
+	if err != nil {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindUnavailable, Err: fmt.Errorf("patch NodeNetworkConfig %s spec: %w", n.name, err)}
 	}
-	n.cache.observe(want)
-	gen := want.Generation
+	n.cache.observe(got)
+	gen := got.Generation
 	for {
 		o, changed := n.cache.get(n.name)
 		if o != nil && o.Status.ObservedGeneration >= gen {
@@ -114,6 +115,24 @@ func (n *Node) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC,
 			return cloud.NIC{}, n.waitErr(o, fmt.Sprintf("the controller has not applied spec generation %d", gen))
 		}
 	}
+}
+
+// patchSpec sends the JSON merge patch from cur to want (only the fields that differ, no
+// resourceVersion precondition) and returns the object as the API server stored it.
+func (n *Node) patchSpec(ctx context.Context, cur, want *v1.NodeNetworkConfig) (*v1.NodeNetworkConfig, error) {
+	from, err := json.Marshal(cur)
+	if err != nil {
+		return nil, err
+	}
+	to, err := json.Marshal(want)
+	if err != nil {
+		return nil, err
+	}
+	patch, err := jsonpatch.CreateMergePatch(from, to)
+	if err != nil {
+		return nil, err
+	}
+	return n.c.MergePatch(ctx, n.name, patch)
 }
 
 // outcome is the NIC of o and, when the controller gave up on the generation, its reason as
