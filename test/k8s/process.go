@@ -22,6 +22,16 @@ type process struct {
 }
 
 func startProcess(dir, name, bin string, args ...string) (*process, error) {
+	return startProcessIn(dir, name, nil, bin, args...)
+}
+
+// startProcessIn starts bin with wrap before it (nsenter into a node's namespaces: nsenter
+// execs bin, so the process stopped is bin itself).
+func startProcessIn(dir, name string, wrap []string, bin string, args ...string) (*process, error) {
+	if len(wrap) > 0 {
+		args = append(append(append([]string{}, wrap[1:]...), bin), args...)
+		bin = wrap[0]
+	}
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
