@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -40,15 +41,12 @@ func BuildImages(ctx context.Context, repo, dir, nodeTar string) (Images, error)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Images{}, fmt.Errorf("go build %v: %w: %s", pkgs, err, out)
 	}
-	plug := filepath.Join(dir, "host-plugins")
-	var ppkgs []string
+	// The reference plugins come from the Makefile's pinned install (make e2e-deps).
+	plug := cmp.Or(os.Getenv("VNET_CNI_PLUGINS"), filepath.Join(repo, ".tools", "cni"))
 	for _, p := range hostPlugins {
-		ppkgs = append(ppkgs, "github.com/containernetworking/plugins/plugins/"+pluginDir(p)+"/"+p)
-	}
-	cmd = exec.CommandContext(ctx, "go", append([]string{"build", "-trimpath", "-o", plug + "/"}, ppkgs...)...)
-	cmd.Dir, cmd.Env = repo, append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return Images{}, fmt.Errorf("go build %v: %w: %s", ppkgs, err, out)
+		if _, err := os.Stat(filepath.Join(plug, p)); err != nil {
+			return Images{}, fmt.Errorf("CNI plugin %s (run make e2e-deps): %w", p, err)
+		}
 	}
 	im := Images{Node: nodeTar, Workload: filepath.Join(dir, "vnet-e2e.tar"), HostPlugins: plug}
 	if im.Node == "" {
@@ -60,13 +58,6 @@ func BuildImages(ctx context.Context, repo, dir, nodeTar string) (Images, error)
 	files := []image.File{{Src: filepath.Join(bin, "pause"), Dst: "/pause", Mode: 0o755}, {Src: filepath.Join(bin, "agent"), Dst: "/agent", Mode: 0o755}}
 	_, err := image.Build(WorkloadImage, files, []string{"/pause"}, im.Workload)
 	return im, err
-}
-
-func pluginDir(p string) string {
-	if p == "host-local" {
-		return "ipam"
-	}
-	return "main"
 }
 
 // RepoRoot is the module root above the working directory.
