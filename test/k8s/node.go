@@ -261,13 +261,9 @@ func (n *Node) Close() error {
 	if n.Cfg.CgroupRoot != "" {
 		errs = append(errs, killCgroup(n.Cfg.CgroupRoot))
 	}
-	shims, _ := filepath.Glob(filepath.Join(n.Cfg.Dir, "containerd", "state", "io.containerd.runtime.v2.task", "*", "*", "shim.pid"))
-	for _, f := range shims {
-		if b, err := os.ReadFile(f); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-				_ = syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
+	// Shims outlive containerd by design; each names its containerd's socket.
+	for _, pid := range shimsOf(n.Socket) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
 	if p := n.procs["containerd"]; p != nil {
 		p.stop(10 * time.Second)
@@ -318,4 +314,28 @@ func copyDir(src, dst string) error {
 		}
 	}
 	return nil
+}
+
+// shimsOf returns the containerd shims serving the containerd at sock.
+func shimsOf(sock string) []int {
+	var pids []int
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, f := range procs {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		for i, a := range args {
+			if a == "-address" && i+1 < len(args) && args[i+1] == sock {
+				if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f))); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+		}
+	}
+	return pids
 }

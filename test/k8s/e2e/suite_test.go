@@ -30,6 +30,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 	}{
 		{"PendingUntilConflist", testPendingUntilConflist},
 		{"Deployment", testDeployment},
+		{"Connectivity", testConnectivity},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, ctx, w) }) {
