@@ -31,6 +31,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		{"PendingUntilConflist", testPendingUntilConflist},
 		{"Deployment", testDeployment},
 		{"Connectivity", testConnectivity},
+		{"Service", testService},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, ctx, w) }) {
