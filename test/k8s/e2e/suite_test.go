@@ -32,6 +32,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		{"Deployment", testDeployment},
 		{"Connectivity", testConnectivity},
 		{"Service", testService},
+		{"Egress", testEgress},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, ctx, w) }) {
