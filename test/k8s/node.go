@@ -258,6 +258,9 @@ func (n *Node) Close() error {
 		}
 	}
 	var errs []error
+	if n.holder != nil {
+		errs = append(errs, n.killContainers())
+	}
 	if n.Cfg.CgroupRoot != "" {
 		errs = append(errs, killCgroup(n.Cfg.CgroupRoot))
 	}
@@ -338,4 +341,69 @@ func shimsOf(sock string) []int {
 		}
 	}
 	return pids
+}
+
+// containers returns the processes of the node's containers, pid → command: those whose
+// mounts come from the node's containerd (the root file systems it unpacked; the node's
+// own daemons, in the same mount namespace, count too: Close ends them anyway). kubelet
+// without QoS cgroups leaves the cgroup parent to containerd's default, shared by every
+// containerd of the machine, so the node's cgroup cannot tell them apart.
+func (n *Node) containers() map[int]string {
+	out := map[int]string{}
+	mark := filepath.Join(n.Cfg.Dir, "containerd") + "/"
+	infos, _ := filepath.Glob("/proc/[0-9]*/mountinfo")
+	for _, f := range infos {
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.Contains(string(b), mark) {
+			continue
+		}
+		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cmdline"))
+		argv0, _, _ := strings.Cut(string(cmd), "\x00")
+		out[pid] = argv0
+	}
+	return out
+}
+
+// Pids returns the processes of the node's containers whose command is argv0.
+func (n *Node) Pids(argv0 string) []int {
+	var pids []int
+	for pid, a := range n.containers() {
+		if a == argv0 {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// killContainers kills every process of the node's containers and removes the cgroups
+// they were in (once empty).
+func (n *Node) killContainers() error {
+	cgroups := map[string]bool{}
+	var left map[int]string
+	err := poll(15*time.Second, func() bool {
+		left = n.containers()
+		for pid := range left {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.SplitN(line, ":", 3); len(f) == 3 && strings.Count(f[2], "/") >= 2 {
+					cgroups[f[2]] = true
+				}
+			}
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		return len(left) == 0
+	})
+	for cg := range cgroups {
+		for _, d := range cgroupDirs(cg) {
+			_ = os.Remove(d)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("container processes left: %v: %w", left, err)
+	}
+	return nil
 }

@@ -36,8 +36,10 @@ func agentDeployment(name string, n int32) *appsv1.Deployment {
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
 					TerminationGracePeriodSeconds: ptr.To(int64(2)),
+					// A cordoned node is no spreading domain (Honor its taints): a drain moves pods.
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: "kubernetes.io/hostname",
-						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+						WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels},
+						NodeTaintsPolicy: ptr.To(corev1.NodeInclusionPolicyHonor)}},
 					Containers: []corev1.Container{{Name: "agent", Image: k8s.WorkloadImage, ImagePullPolicy: corev1.PullNever,
 						Command: []string{"/agent", "serve"}, Ports: []corev1.ContainerPort{{ContainerPort: 8080}}}},
 				},

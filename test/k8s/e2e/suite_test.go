@@ -33,6 +33,9 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		{"Connectivity", testConnectivity},
 		{"Service", testService},
 		{"Egress", testEgress},
+		{"CNSRestart", testCNSRestart},
+		{"Drain", testDrain},
+		{"ScaleDown", testScaleDown},
 	}
 	for _, s := range steps {
 		if !t.Run(s.name, func(t *testing.T) { s.fn(t, ctx, w) }) {
@@ -53,13 +56,13 @@ const app = "web"
 // workload stays Pending; afterwards nodes turn Ready with the conflist in place.
 func testPendingUntilConflist(t *testing.T, ctx context.Context, w *world) {
 	c := w.c
-	if _, err := c.CP.Client.AppsV1().Deployments(appNS).Create(ctx, agentDeployment(app, 20), metav1.CreateOptions{}); err != nil {
+	if _, err := c.CP.Client.AppsV1().Deployments(appNS).Create(ctx, agentDeployment("early", 2), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The scheduler and the node controller get a few seconds to act on the workload.
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
-		pods, err := c.CP.Client.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app=" + app})
+		pods, err := c.CP.Client.CoreV1().Pods(appNS).List(ctx, metav1.ListOptions{LabelSelector: "app=early"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,13 +95,22 @@ func testPendingUntilConflist(t *testing.T, ctx context.Context, w *world) {
 			t.Errorf("node %s Ready without the conflist: %v", n.Cfg.Name, err)
 		}
 	}
+	waitPods(t, ctx, c, appNS, "app=early", 2, 2*time.Minute)
+	if err := c.CP.Client.AppsV1().Deployments(appNS).Delete(ctx, "early", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // 20 replicas over both nodes, each with a VNet address that its node's cns lists with the
 // pod's namespace and name.
 func testDeployment(t *testing.T, ctx context.Context, w *world) {
 	c := w.c
+	start := time.Now()
+	if _, err := c.CP.Client.AppsV1().Deployments(appNS).Create(ctx, agentDeployment(app, 20), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	w.pods = waitPods(t, ctx, c, appNS, "app="+app, 20, 3*time.Minute)
+	t.Logf("20 replicas Running %s after create", time.Since(start).Round(time.Millisecond))
 	subnet := c.VNet.MockCfg.Subnet
 	perNode := map[string]map[netip.Addr]string{}
 	for _, p := range w.pods {
