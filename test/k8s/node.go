@@ -349,21 +349,27 @@ func shimsOf(sock string) []int {
 // without QoS cgroups leaves the cgroup parent to containerd's default, shared by every
 // containerd of the machine, so the node's cgroup cannot tell them apart.
 func (n *Node) containers() map[int]string {
+	return processesMarked(filepath.Join(n.Cfg.Dir, "containerd")+"/", false)
+}
+
+// processesMarked returns the processes, pid → command, whose mounts (and, with
+// cmdline, whose command line) mention mark; never this process or its ancestors (the
+// shell that started it names the same directory).
+func processesMarked(mark string, cmdline bool) map[int]string {
 	out := map[int]string{}
-	mark := filepath.Join(n.Cfg.Dir, "containerd") + "/"
-	infos, _ := filepath.Glob("/proc/[0-9]*/mountinfo")
-	for _, f := range infos {
-		b, err := os.ReadFile(f)
-		if err != nil || !strings.Contains(string(b), mark) {
+	skip := ancestors()
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(filepath.Base(d))
+		if err != nil || skip[pid] {
 			continue
 		}
-		pid, err := strconv.Atoi(filepath.Base(filepath.Dir(f)))
-		if err != nil || pid == os.Getpid() {
-			continue
+		cmd, _ := os.ReadFile(filepath.Join(d, "cmdline"))
+		mi, _ := os.ReadFile(filepath.Join(d, "mountinfo"))
+		if strings.Contains(string(mi), mark) || cmdline && strings.Contains(string(cmd), mark) {
+			argv0, _, _ := strings.Cut(string(cmd), "\x00")
+			out[pid] = argv0
 		}
-		cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cmdline"))
-		argv0, _, _ := strings.Cut(string(cmd), "\x00")
-		out[pid] = argv0
 	}
 	return out
 }
@@ -381,15 +387,20 @@ func (n *Node) Pids(argv0 string) []int {
 
 // killContainers kills every process of the node's containers and removes the cgroups
 // they were in (once empty).
-func (n *Node) killContainers() error {
+func (n *Node) killContainers() error { return killMarked(n.containers) }
+
+// killMarked kills the processes list returns until none is left, and removes the
+// container cgroups they were in.
+func killMarked(list func() map[int]string) error {
 	cgroups := map[string]bool{}
 	var left map[int]string
 	err := poll(15*time.Second, func() bool {
-		left = n.containers()
+		left = list()
 		for pid := range left {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
 			for _, line := range strings.Split(string(b), "\n") {
-				if f := strings.SplitN(line, ":", 3); len(f) == 3 && strings.Count(f[2], "/") >= 2 {
+				// containerd's default parent for containers (kubelet gives none without QoS cgroups)
+				if f := strings.SplitN(line, ":", 3); len(f) == 3 && strings.HasPrefix(f[2], "/k8s.io/") {
 					cgroups[f[2]] = true
 				}
 			}
@@ -403,7 +414,26 @@ func (n *Node) killContainers() error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("container processes left: %v: %w", left, err)
+		return fmt.Errorf("processes left: %v: %w", left, err)
 	}
 	return nil
+}
+
+// ancestors returns this process and its ancestors.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !out[pid]; {
+		out[pid] = true
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so parse after the last ')'.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) < 2 {
+			break
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return out
 }
