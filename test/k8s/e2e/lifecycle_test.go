@@ -190,4 +190,3 @@ func testScaleDown(t *testing.T, ctx context.Context, w *world) {
 		})
 	}
 }
-
