@@ -152,7 +152,8 @@ func (c *Cluster) addNode(ctx context.Context, vn *vnet.Node) error {
 	n, err := StartNode(ctx, NodeConfig{Name: vn.Name, Dir: filepath.Join(vn.Dir, "k8s"), NetNS: vn.NS.Path(), IP: vn.Primary,
 		Kubeconfig: kc, ProxyKubeconfig: pc, CAFile: cp.PKI.CAFile, Bins: cp.Bins, SandboxImage: WorkloadImage,
 		Images: []string{c.Opts.Images.Node, c.Opts.Images.Workload}, ClusterCIDR: c.VNet.MockCfg.Subnet.String(),
-		CgroupRoot: "/" + c.Opts.Prefix + "-" + vn.Name, HostPlugins: c.Opts.Images.HostPlugins})
+		CgroupRoot: "/" + c.Opts.Prefix + "-" + vn.Name, HostPlugins: c.Opts.Images.HostPlugins,
+		RefSubnet: fmt.Sprintf("10.200.%d.0/24", len(c.Nodes)+1)})
 	if n != nil {
 		c.Nodes = append(c.Nodes, n)
 	}

@@ -29,6 +29,18 @@ type NodeConfig struct {
 	ClusterCIDR     string     // kube-proxy --cluster-cidr: pod addresses
 	CgroupRoot      string     // unique cgroup parent of every pod of the node
 	HostPlugins     string     // directory of CNI plugins the node has in /opt/cni/bin from the start
+	// RefSubnet, when set, adds the runtime handler "ref" (RuntimeClass ref): pods of that
+	// class get ptp + host-local from this subnet instead of the installed CNI
+	// configuration, in the same node: the reference for start-up figures.
+	RefSubnet string
+}
+
+// RefHandler is the containerd runtime handler (and RuntimeClass) of ptp + host-local.
+const RefHandler = "ref"
+
+func refConflist(subnet string) string {
+	return fmt.Sprintf(`{"cniVersion":"1.0.0","name":"ref","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
+  "ipam":{"type":"host-local","ranges":[[{"subnet":%q}]],"routes":[{"dst":"0.0.0.0/0"}]}}]}`, subnet)
 }
 
 // Node is a running node: a private mount namespace (held by a sleeping process) in which
@@ -90,6 +102,15 @@ func (n *Node) mounts() error {
 	if err := copyDir(n.Cfg.HostPlugins, filepath.Join(d, "opt.up", "cni", "bin")); err != nil {
 		return err
 	}
+	if n.Cfg.RefSubnet != "" {
+		ref := filepath.Join(d, "etc.up", "cni", "ref.d")
+		if err := os.MkdirAll(ref, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(ref, "10-ref.conflist"), []byte(refConflist(n.Cfg.RefSubnet)), 0o644); err != nil {
+			return err
+		}
+	}
 	// kubelet sets these machine-wide values; inside the node it finds them set already.
 	fake := map[string]string{"overcommit_memory": "1", "panic": "10", "panic_on_oops": "1"}
 	for f, v := range fake {
@@ -147,6 +168,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        Root = %[6]q
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref]
+      runtime_type = "io.containerd.runc.v2"
+      cni_conf_dir = "/etc/cni/ref.d"
+      cni_max_conf_num = 1
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref.options]
         Root = %[6]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/opt/cni/bin"

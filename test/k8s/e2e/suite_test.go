@@ -33,6 +33,7 @@ func TestKubernetesEndToEnd(t *testing.T) {
 		{"Connectivity", testConnectivity},
 		{"Service", testService},
 		{"Egress", testEgress},
+		{"PodStart", testPodStart},
 		{"CNSRestart", testCNSRestart},
 		{"Drain", testDrain},
 		{"ScaleDown", testScaleDown},
