@@ -51,7 +51,7 @@ func refConflist(subnet string) string {
 type Node struct {
 	Cfg    NodeConfig
 	Socket string // containerd's
-	holder *exec.Cmd
+	mnt    *MountNS
 	procs  map[string]*process
 }
 
@@ -78,7 +78,7 @@ func StartNode(ctx context.Context, c NodeConfig) (*Node, error) {
 
 // enter is the command prefix that runs a program in the node's namespaces.
 func (n *Node) enter() []string {
-	return []string{"nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", n.holder.Process.Pid), "--net=" + n.Cfg.NetNS}
+	return n.mnt.Enter(n.Cfg.NetNS)
 }
 
 // Path is where a path inside the node's mount namespace lives on the host, for the
@@ -118,16 +118,6 @@ func (n *Node) mounts() error {
 			return err
 		}
 	}
-	n.holder = exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")
-	n.holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := n.holder.Start(); err != nil {
-		return fmt.Errorf("mount namespace holder: %w", err)
-	}
-	mnt := fmt.Sprintf("/proc/%d/ns/mnt", n.holder.Process.Pid)
-	self, _ := os.Readlink("/proc/self/ns/mnt")
-	if err := poll(5*time.Second, func() bool { a, _ := os.Readlink(mnt); return a != "" && a != self }); err != nil {
-		return fmt.Errorf("mount namespace holder: %w", err)
-	}
 	var script strings.Builder
 	for f, p := range map[string]string{"overcommit_memory": "/proc/sys/vm/overcommit_memory", "panic": "/proc/sys/kernel/panic", "panic_on_oops": "/proc/sys/kernel/panic_on_oops"} {
 		fmt.Fprintf(&script, "mount --bind %s %s && ", filepath.Join(d, "sysctl", f), p)
@@ -139,10 +129,9 @@ func (n *Node) mounts() error {
 		fmt.Fprintf(&script, "mount -t overlay overlay -o lowerdir=/%[1]s,upperdir=%[2]s/%[1]s.up,workdir=%[2]s/%[1]s.work /%[1]s && ", o, d)
 	}
 	script.WriteString("true")
-	if out, err := exec.Command("nsenter", "--mount="+mnt, "sh", "-c", script.String()).CombinedOutput(); err != nil {
-		return fmt.Errorf("node mounts: %w: %s", err, out)
-	}
-	return nil
+	var err error
+	n.mnt, err = NewMountNS(script.String())
+	return err
 }
 
 func (n *Node) startContainerd(ctx context.Context) error {
@@ -285,7 +274,7 @@ func (n *Node) Close() error {
 		}
 	}
 	var errs []error
-	if n.holder != nil {
+	if n.mnt != nil {
 		errs = append(errs, n.killContainers())
 	}
 	if n.Cfg.CgroupRoot != "" {
@@ -299,11 +288,8 @@ func (n *Node) Close() error {
 		p.stop(10 * time.Second)
 	}
 	n.procs = map[string]*process{}
-	if n.holder != nil && n.holder.Process != nil {
-		_ = n.holder.Process.Kill()
-		_ = n.holder.Wait()
-		n.holder = nil
-	}
+	n.mnt.Close()
+	n.mnt = nil
 	if n.Cfg.CgroupRoot != "" {
 		errs = append(errs, killCgroup(n.Cfg.CgroupRoot))
 	}
