@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,6 +60,23 @@ func testPodStart(t *testing.T, ctx context.Context, w *world) {
 		"vnet-cni median %.0f ms p90 %.0f ms; ptp+host-local median %.0f ms p90 %.0f ms",
 		len(ours), quantile(ours, 0.5), quantile(ours, 0.9), quantile(ref, 0.5), quantile(ref, 0.9))
 	t.Log(line)
+	eventually(t, 2*time.Minute, "the timed pods deleted", func() error {
+		list, err := c.CP.Client.CoreV1().Pods(startNS).List(ctx, metav1.ListOptions{})
+		if err == nil && len(list.Items) > 0 {
+			err = fmt.Errorf("%d pods left", len(list.Items))
+		}
+		if err != nil {
+			return err
+		}
+		for _, n := range c.Nodes { // CNI DEL comes after the API object is gone
+			for ip, owner := range allocations(t, ctx, cnsClient(t, n)) {
+				if strings.HasPrefix(owner, startNS+"/") {
+					return fmt.Errorf("%s still holds %s", owner, ip)
+				}
+			}
+		}
+		return nil
+	})
 	if p := os.Getenv("VNET_REPORT"); p != "" {
 		if f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
 			fmt.Fprintln(f, line)
