@@ -37,13 +37,14 @@ func testService(t *testing.T, ctx context.Context, w *world) {
 	}
 	seen := map[string]bool{}
 	deadline := time.Now().Add(60 * time.Second)
+	var lastErr error
 	for !seen[n2] {
 		if time.Now().After(deadline) {
-			t.Fatalf("service %s from a pod on %s: no answer from a backend on %s within 60s (seen %v)", ip, n1, n2, seen)
+			t.Fatalf("service %s from a pod on %s: no answer from a backend on %s within 60s (seen %v, last error %v)", ip, n1, n2, seen, lastErr)
 		}
 		host, src, err := get(ctx, c, appNS, client.Name, "http://"+ip+"/")
 		if err != nil { // kube-proxy may not have the rules yet
-			t.Logf("service %s: %v", ip, err)
+			lastErr = err
 			continue
 		}
 		if names[host] == "" {
