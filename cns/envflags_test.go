@@ -33,3 +33,23 @@ func TestFlagsFromEnvFillOnlyUnsetFlags(t *testing.T) {
 		t.Error("a bad CNS_COOLDOWN was accepted")
 	}
 }
+
+func TestNonMasqueradeCIDRsFlag(t *testing.T) {
+	fs := flag.NewFlagSet("cns", flag.ContinueOnError)
+	c := DefaultConfig()
+	c.RegisterFlags(fs)
+	if c.IPMasq {
+		t.Error("--ip-masq is on by default: cns outside a node namespace would change its host's netfilter")
+	}
+	if err := fs.Parse([]string{"--ip-masq", "--non-masquerade-cidrs=10.0.0.0/8, 192.168.0.0/16"}); err != nil {
+		t.Fatal(err)
+	}
+	if !c.IPMasq || len(c.NonMasqCIDRs) != 2 || c.NonMasqCIDRs[1].String() != "192.168.0.0/16" {
+		t.Errorf("ip-masq %v, CIDRs %v", c.IPMasq, c.NonMasqCIDRs)
+	}
+	for _, bad := range []string{"10.0.0.0", "fd00::/8"} {
+		if err := fs.Set("non-masquerade-cidrs", bad); err == nil {
+			t.Errorf("--non-masquerade-cidrs %s accepted", bad)
+		}
+	}
+}
