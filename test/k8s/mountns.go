@@ -19,7 +19,7 @@ type MountNS struct {
 func NewMountNS(setup string) (*MountNS, error) {
 	m := &MountNS{holder: exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")}
 	m.holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := m.holder.Start(); err != nil {
+	if err := startOnSpawner(m.holder); err != nil {
 		return nil, fmt.Errorf("mount namespace holder: %w", err)
 	}
 	self, _ := os.Readlink("/proc/self/ns/mnt")

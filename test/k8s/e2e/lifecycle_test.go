@@ -179,6 +179,10 @@ func testScaleDown(t *testing.T, ctx context.Context, w *world) {
 			if k.GetAssigned()+k.GetCooldown()+k.GetPending()+k.GetPendingRelease() > 0 || k.GetAvailable() > l.GetMaxFree() {
 				return fmt.Errorf("counts %v, max free %d", k, l.GetMaxFree())
 			}
+			// The NIC itself, as ARM (mockarm) holds it, matches the pool.
+			if nic, ok := c.VNet.Mock.NICAddrsByID(vn.NICID); !ok || uint32(len(nic)) != k.GetAvailable() {
+				return fmt.Errorf("NIC holds %d secondary addresses, the pool %d available", len(nic), k.GetAvailable())
+			}
 			return nil
 		})
 		eventually(t, time.Minute, n.Cfg.Name+" host veths removed", func() error {
