@@ -34,7 +34,7 @@ CNS_FLAGS     ?= --arm-endpoint http://127.0.0.1:10080 --auth static --static-to
 
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all build run test fuzz bench bench-deps proto proto-check tools lint install demo demo-down clean k8s-bins image bench-cluster generate generate-check
+.PHONY: all build run test fuzz bench bench-deps e2e e2e-deps demo-k8s demo-k8s-down proto proto-check tools lint install demo demo-down clean k8s-bins image bench-cluster generate generate-check
 
 all: build
 
@@ -143,6 +143,7 @@ generate-check: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); [ -z "$$out" ] || { echo "gofmt: $$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/k8s/e2e/
 
 run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 	@mkdir -p $(RUN_DIR)
@@ -199,6 +200,30 @@ bench-cluster: build k8s-bins
 	  VNET_K8S_BIN=$(K8S_BIN) VNET_BENCH_CLUSTER=1 NODES=$(NODES) VNET_CONTROLLER_BIN=$(CURDIR)/bin/vnet-controller \
 	  $(GO) test -v -count=1 -timeout 90m -run '^TestBenchCluster$$' ./test/cluster/ >$$log 2>&1; rc=$$?; \
 	  grep -E '^mode=' $$log; [ $$rc -eq 0 ] || { echo "bench-cluster failed (full log: $$log):"; tail -60 $$log; exit $$rc; }
+
+# Real Kubernetes end to end (needs root): a 2-node cluster of real kubelets (containerd, runc,
+# kube-proxy in iptables mode) in the emulated VNet, vnet-cni deployed from cns/deploy with the
+# image of make image. containerd, runc, iptables, conntrack and socat come from Debian; the
+# reference plugins (loopback, ptp, host-local) are the node's own CNI plugins.
+E2E_PKGS := containerd runc iptables conntrack socat
+e2e-deps: $(REF_CNI)/.plugins-$(CNI_PLUGINS_VERSION)
+	@missing=; for b in containerd runc iptables conntrack socat; do command -v $$b >/dev/null || missing=1; done; \
+	  [ -z "$$missing" ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(E2E_PKGS) >/dev/null; }
+
+E2E_TIMEOUT ?= 30m
+E2E_ENV = VNET_K8S_BIN=$(K8S_BIN) VNET_IMAGE=$(CURDIR)/bin/vnet-cni-image.tar VNET_CNI_PLUGINS=$(REF_CNI)
+e2e: image k8s-bins e2e-deps
+	@mkdir -p $(RUN_DIR); $(E2E_ENV) $(GO) test -tags e2e -count=1 -v -timeout $(E2E_TIMEOUT) ./test/k8s/e2e/ >$(RUN_DIR)/e2e.log 2>&1; rc=$$?; \
+	  grep -E '^\s*(---|PASS|FAIL|ok)|(suite|net|service|egress|lifecycle|start)_test.go:' $(RUN_DIR)/e2e.log; \
+	  [ $$rc = 0 ] || { tail -400 $(RUN_DIR)/e2e.log; echo "full log: $(RUN_DIR)/e2e.log"; }; exit $$rc
+
+# The same 2-node cluster for a person: prints how to use kubectl against it; Ctrl-C or
+# make demo-k8s-down tears it down.
+demo-k8s: image k8s-bins e2e-deps
+	$(E2E_ENV) bin/vnet-k8s-demo --work $(RUN_DIR)/demo-k8s
+
+demo-k8s-down: build
+	bin/vnet-k8s-demo --down --work $(RUN_DIR)/demo-k8s
 
 # A 2-node emulated VNet with 2 pods per node (needs root); Ctrl-C or make demo-down ends it.
 demo: build

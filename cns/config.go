@@ -7,11 +7,13 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/imds"
 	"github.com/vnet-cni/vnet-cni/cns/k8s"
+	"github.com/vnet-cni/vnet-cni/cns/masq"
 	"github.com/vnet-cni/vnet-cni/ipampool"
 )
 
@@ -32,6 +34,11 @@ type Config struct {
 	BootstrapTimeout time.Duration
 	Kube             k8s.Config
 	Pool             ManagerConfig
+	// IPMasq masquerades pod traffic leaving NonMasqCIDRs to the node's address (the
+	// node's network namespace: a DaemonSet with hostNetwork); NonMasqCIDRs empty means the
+	// NIC's subnet.
+	IPMasq       bool
+	NonMasqCIDRs []netip.Prefix
 }
 
 // Where the pool's addresses come from.
@@ -97,6 +104,21 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&p.ReconcileInterval, "reconcile-interval", p.ReconcileInterval, "how often the NIC is re-read")
 	fs.DurationVar(&p.BackoffMin, "backoff-min", p.BackoffMin, "first retry delay after a cloud failure")
 	fs.DurationVar(&p.BackoffMax, "backoff-max", p.BackoffMax, "cap of the retry delay (a longer Retry-After is honoured)")
+	fs.BoolVar(&c.IPMasq, "ip-masq", c.IPMasq, "SNAT pod traffic to destinations outside --non-masquerade-cidrs to the node address (nftables table "+masq.Table+" in cns's network namespace)")
+	fs.Func("non-masquerade-cidrs", "comma-separated CIDRs pods reach with their own address (default: the NIC's subnet)", func(s string) error {
+		c.NonMasqCIDRs = nil
+		for f := range strings.SplitSeq(s, ",") {
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			p, err := netip.ParsePrefix(f)
+			if err != nil {
+				return err
+			}
+			c.NonMasqCIDRs = append(c.NonMasqCIDRs, p)
+		}
+		return masq.Validate(c.NonMasqCIDRs)
+	})
 	mtu := uint(p.MTU)
 	fs.Func("mtu", fmt.Sprintf("VNet MTU reported to pods (default %d)", mtu), func(s string) error {
 		_, err := fmt.Sscan(s, &p.MTU)

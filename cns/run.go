@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
 	"github.com/vnet-cni/vnet-cni/cns/k8s"
+	"github.com/vnet-cni/vnet-cni/cns/masq"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 )
@@ -45,6 +47,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if cfg.IPMasq {
+		if err := applyMasq(ctx, cfg, nic, log); err != nil {
+			return err
+		}
+	}
 	var recovered int
 	st, movedAside, err := store.OpenRebuilding(cfg.StatePath, log, func() ([]store.Allocation, error) {
 		allocs, err := recoverFromDatapath(time.Now())
@@ -63,6 +70,26 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", recovered)
 	}
 	return Serve(ctx, cfg, nic, st, log)
+}
+
+// applyMasq installs the masquerade rules; the non-masquerade CIDRs default to the NIC's
+// subnet. The rules stay when cns stops: pods keep their egress across a restart.
+func applyMasq(ctx context.Context, cfg Config, nic NICAPI, log *slog.Logger) error {
+	cidrs := cfg.NonMasqCIDRs
+	if len(cidrs) == 0 {
+		cctx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
+		n, err := nic.GetNIC(cctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--ip-masq: the NIC's subnet: %w", err)
+		}
+		cidrs = []netip.Prefix{n.Subnet}
+	}
+	if err := masq.Apply(cidrs); err != nil {
+		return fmt.Errorf("--ip-masq: %w", err)
+	}
+	log.Info("masquerading pod traffic outside the non-masquerade CIDRs", "nonMasqueradeCIDRs", cidrs, "table", masq.Table)
+	return nil
 }
 
 // maxStreamsTCP bounds concurrent streams per connection on the read-only TCP listener.

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"os/signal"
@@ -17,8 +18,9 @@ func main() {
 	cfg := cns.DefaultConfig()
 	cfg.RegisterFlags(flag.CommandLine)
 	flag.Parse()
-	log, err := cfg.NewLogger(os.Stderr)
-	if err != nil {
+	err := cns.FlagsFromEnv(flag.CommandLine, os.LookupEnv)
+	log, lerr := cfg.NewLogger(os.Stderr)
+	if err = errors.Join(err, lerr); err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		os.Exit(2)
 	}

@@ -18,11 +18,7 @@ func main() {
 	ref := flag.String("ref", "localhost/vnet-cni:dev", "image reference")
 	out := flag.String("out", "bin/vnet-cni-image.tar", "tarball to write")
 	flag.Parse()
-	files := []image.File{{Src: *conflist, Dst: "/10-vnet.conflist", Mode: 0o644}}
-	for _, b := range []string{"cns", "vnet-cni", "install-cni"} {
-		files = append(files, image.File{Src: filepath.Join(*bin, b), Dst: "/" + b, Mode: 0o755})
-	}
-	digest, err := image.Build(*ref, files, []string{"/cns"}, *out)
+	digest, err := image.Build(*ref, image.NodeFiles(*bin, *conflist), []string{"/cns"}, *out)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "vnet-image:", err)
 		os.Exit(1)

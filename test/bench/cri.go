@@ -1,12 +1,10 @@
 package bench
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,11 +12,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
-
+	"github.com/vnet-cni/vnet-cni/test/image"
+	"github.com/vnet-cni/vnet-cni/test/k8s"
 	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
 
@@ -150,44 +145,8 @@ func criDirs(c Config, d string, n *vnet.Node) error {
 // pauseTarball packs the static pause binary as /pause into a one-layer image tarball that
 // `ctr images import` reads.
 func pauseTarball(bin, out string) error {
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		return err
-	}
-	var layerTar bytes.Buffer
-	tw := tar.NewWriter(&layerTar)
-	if err := tw.WriteHeader(&tar.Header{Name: "pause", Mode: 0o755, Size: int64(len(b)), Typeflag: tar.TypeReg}); err != nil {
-		return err
-	}
-	if _, err := tw.Write(b); err != nil {
-		return err
-	}
-	if err := tw.Close(); err != nil {
-		return err
-	}
-	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerTar.Bytes())), nil })
-	if err != nil {
-		return err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return err
-	}
-	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", "amd64"
-	cf.Config.Entrypoint = []string{"/pause"}
-	if img, err = mutate.ConfigFile(img, cf); err != nil {
-		return err
-	}
-	tag, err := name.NewTag(pauseImage)
-	if err != nil {
-		return err
-	}
-	return tarball.WriteToFile(out, tag, img)
+	_, err := image.Build(pauseImage, []image.File{{Src: bin, Dst: "/pause", Mode: 0o755}}, []string{"/pause"}, out)
+	return err
 }
 
 // containerd runs in the node's network namespace and a private mount namespace (held by
@@ -195,30 +154,16 @@ func pauseTarball(bin, out string) error {
 // sockets, pod network namespaces and the CNI cache stay off the host.
 type containerd struct {
 	sock, log string
-	holder    *exec.Cmd
+	mnt       *k8s.MountNS
 	cmd       *exec.Cmd
 }
 
 func startContainerd(ctx context.Context, d string, n *vnet.Node) (*containerd, error) {
 	ct := &containerd{sock: filepath.Join(d, "containerd.sock"), log: filepath.Join(d, "containerd.log")}
-	ct.holder = exec.Command("unshare", "-m", "--propagation", "private", "sleep", "infinity")
-	if err := ct.holder.Start(); err != nil {
-		return nil, fmt.Errorf("mount namespace holder: %w", err)
-	}
-	mnt := fmt.Sprintf("/proc/%d/ns/mnt", ct.holder.Process.Pid)
-	// unshare has made the namespace once its mount namespace differs from ours.
-	if err := poll(5*time.Second, func() bool {
-		a, _ := os.Readlink(mnt)
-		b, _ := os.Readlink("/proc/self/ns/mnt")
-		return a != "" && a != b
-	}); err != nil {
-		ct.stop()
-		return nil, fmt.Errorf("mount namespace holder: %w", err)
-	}
 	setup := fmt.Sprintf("mount -t tmpfs tmpfs /run && mount --bind %s /var/lib", filepath.Join(d, "varlib"))
-	if out, err := exec.Command("nsenter", "--mount="+mnt, "sh", "-c", setup).CombinedOutput(); err != nil {
-		ct.stop()
-		return nil, fmt.Errorf("private mounts: %w: %s", err, out)
+	var err error
+	if ct.mnt, err = k8s.NewMountNS(setup); err != nil {
+		return nil, err
 	}
 	toml := fmt.Sprintf(`version = 2
 root = %[1]q
@@ -267,7 +212,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		return nil, err
 	}
 	defer logf.Close()
-	ct.cmd = exec.Command("nsenter", "--mount="+mnt, "--net="+n.NS.Path(), "containerd", "--config", conf)
+	enter := ct.mnt.Enter(n.NS.Path())
+	ct.cmd = exec.Command(enter[0], append(enter[1:], "containerd", "--config", conf)...)
 	ct.cmd.Stdout, ct.cmd.Stderr = logf, logf
 	if err := ct.cmd.Start(); err != nil {
 		ct.stop()
@@ -290,9 +236,10 @@ func (ct *containerd) logTail() string {
 	return string(b)
 }
 
-// stop ends containerd (SIGTERM, SIGKILL after 10 s), then the mount namespace holder.
+// stop ends containerd (SIGTERM, SIGKILL after 10 s), then the mount namespace.
 func (ct *containerd) stop() {
-	for _, cmd := range []*exec.Cmd{ct.cmd, ct.holder} {
+	defer ct.mnt.Close()
+	for _, cmd := range []*exec.Cmd{ct.cmd} {
 		if cmd == nil || cmd.Process == nil {
 			continue
 		}

@@ -95,3 +95,13 @@ func tarOf(files []File) ([]byte, error) {
 	}
 	return buf.Bytes(), nil
 }
+
+// NodeFiles are the node image's files: cns, vnet-cni and install-cni from bin, and the
+// conflist install-cni installs.
+func NodeFiles(bin, conflist string) []File {
+	files := []File{{Src: conflist, Dst: "/10-vnet.conflist", Mode: 0o644}}
+	for _, b := range []string{"cns", "vnet-cni", "install-cni"} {
+		files = append(files, File{Src: filepath.Join(bin, b), Dst: "/" + b, Mode: 0o755})
+	}
+	return files
+}

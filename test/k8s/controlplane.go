@@ -29,6 +29,8 @@ type Options struct {
 	AdvertiseAddress string
 	// ExtraAPIServerArgs are appended to kube-apiserver's arguments.
 	ExtraAPIServerArgs []string
+	// Dir is the run directory; default a new temporary one.
+	Dir string
 	// ReadyTimeout bounds the wait for /readyz (default 60 s: a loaded 2-core machine).
 	ReadyTimeout time.Duration
 }
@@ -70,6 +72,14 @@ func Start(t testing.TB, o Options) *ControlPlane {
 	return cp
 }
 
+// StartControlPlane is Start outside a test: the caller closes it, also on error.
+func StartControlPlane(o Options) (*ControlPlane, error) {
+	if err := missing(BinDir(), controlPlaneBins); err != nil {
+		return nil, err
+	}
+	return start(BinDir(), o)
+}
+
 func start(bins string, o Options) (*ControlPlane, error) {
 	if o.AdvertiseAddress == "" {
 		o.AdvertiseAddress = "192.0.2.1"
@@ -77,8 +87,13 @@ func start(bins string, o Options) (*ControlPlane, error) {
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 60 * time.Second
 	}
-	dir, err := os.MkdirTemp("", "vnetk8s-")
-	if err != nil {
+	dir := o.Dir
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "vnetk8s-"); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	cp := &ControlPlane{Dir: dir, Bins: bins}
@@ -94,6 +109,11 @@ func start(bins string, o Options) (*ControlPlane, error) {
 		return cp, err
 	}
 	if cp.SAKey, cp.SAPub, err = pki.ServiceAccountKeys(); err != nil {
+		return cp, err
+	}
+	// kubectl logs/exec: the apiserver authenticates to kubelets with this certificate.
+	kcCert, kcKey, err := pki.Issue(CertSpec{Name: "apiserver-kubelet-client", CN: "kube-apiserver-kubelet-client", Groups: []string{"system:masters"}})
+	if err != nil {
 		return cp, err
 	}
 	ports, err := freePorts(3)
@@ -115,7 +135,8 @@ func start(bins string, o Options) (*ControlPlane, error) {
 		"--advertise-address=" + o.AdvertiseAddress, "--tls-cert-file=" + srvCert, "--tls-private-key-file=" + srvKey,
 		"--client-ca-file=" + pki.CAFile, "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
 		"--service-account-key-file=" + cp.SAPub, "--service-account-signing-key-file=" + cp.SAKey,
-		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC", "--allow-privileged=true"}
+		"--service-cluster-ip-range=10.96.0.0/16", "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+		"--kubelet-client-certificate=" + kcCert, "--kubelet-client-key=" + kcKey, "--kubelet-preferred-address-types=InternalIP"}
 	api, err := startProcess(dir, "kube-apiserver", filepath.Join(bins, "kube-apiserver"), append(args, o.ExtraAPIServerArgs...)...)
 	if err != nil {
 		return cp, err
@@ -158,12 +179,18 @@ func (cp *ControlPlane) waitReady(within time.Duration) error {
 // Kubeconfig writes a kubeconfig for user in groups, authenticated by a client certificate
 // the cluster CA signs, and returns its path.
 func (cp *ControlPlane) Kubeconfig(name, user string, groups ...string) (string, error) {
+	return cp.KubeconfigAt(cp.URL, name, user, groups...)
+}
+
+// KubeconfigAt is Kubeconfig for a client that reaches the apiserver at server (a node in
+// its namespace uses the advertised address).
+func (cp *ControlPlane) KubeconfigAt(server, name, user string, groups ...string) (string, error) {
 	cert, key, err := cp.PKI.Issue(CertSpec{Name: "user-" + name, CN: user, Groups: groups})
 	if err != nil {
 		return "", err
 	}
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: cp.URL, CertificateAuthority: cp.PKI.CAFile}
+	cfg.Clusters["test"] = &clientcmdapi.Cluster{Server: server, CertificateAuthority: cp.PKI.CAFile}
 	cfg.AuthInfos[name] = &clientcmdapi.AuthInfo{ClientCertificate: cert, ClientKey: key}
 	cfg.Contexts["test"] = &clientcmdapi.Context{Cluster: "test", AuthInfo: name}
 	cfg.CurrentContext = "test"

@@ -1,9 +1,12 @@
-// Package k8s runs a real Kubernetes control plane for tests: etcd and kube-apiserver built
-// by `make k8s-bins` from the Go module proxy at pinned versions (see build/), started on
+// Package k8s runs real Kubernetes for tests and the demo: etcd and kube-apiserver built by
+// `make k8s-bins` from the Go module proxy at pinned versions (see build/), started on
 // loopback with certificates generated in Go, and removed — processes and files — when the
 // test ends, also when it fails.
 //
-// The control plane is the first layer; kube-controller-manager, kube-scheduler and kubelet
-// nodes are meant to join it through the same pieces: Bins locates every binary, PKI signs
-// their certificates with the cluster CA, and process starts and stops a child with its log.
+// Start is the control plane alone. NewCluster adds kube-controller-manager and
+// kube-scheduler, puts the apiserver on the gateway of an emulated VNet (test/vnet), and
+// runs a node in each of the VNet's node namespaces: a private mount namespace in which
+// containerd, kubelet and kube-proxy run, the node IP being the node's VNet primary
+// address. Deploy installs vnet-cni from cns/deploy with kubectl, as a user would.
+// RunDemo is make demo-k8s.
 package k8s

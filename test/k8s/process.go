@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -22,6 +24,16 @@ type process struct {
 }
 
 func startProcess(dir, name, bin string, args ...string) (*process, error) {
+	return startProcessIn(dir, name, nil, bin, args...)
+}
+
+// startProcessIn starts bin with wrap before it (nsenter into a node's namespaces: nsenter
+// execs bin, so the process stopped is bin itself).
+func startProcessIn(dir, name string, wrap []string, bin string, args ...string) (*process, error) {
+	if len(wrap) > 0 {
+		args = append(append(append([]string{}, wrap[1:]...), bin), args...)
+		bin = wrap[0]
+	}
 	logPath := filepath.Join(dir, name+".log")
 	f, err := os.Create(logPath)
 	if err != nil {
@@ -32,7 +44,7 @@ func startProcess(dir, name, bin string, args ...string) (*process, error) {
 	cmd.Dir = dir
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	if err := startOnSpawner(cmd); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
 	p := &process{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
@@ -92,4 +104,28 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// Pdeathsig fires when the thread that forked the child ends, not the process, and Go ends
+// a thread whenever a goroutine locked to it returns without unlocking — as the network
+// namespace helpers do on purpose. Every child is therefore forked from one thread, locked
+// for the life of the test binary, so a child dies with the binary and never earlier.
+var (
+	spawnOnce sync.Once
+	spawnReqs chan func()
+)
+
+func startOnSpawner(cmd *exec.Cmd) error {
+	spawnOnce.Do(func() {
+		spawnReqs = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for f := range spawnReqs {
+				f()
+			}
+		}()
+	})
+	errc := make(chan error, 1)
+	spawnReqs <- func() { errc <- cmd.Start() }
+	return <-errc
 }

@@ -86,6 +86,9 @@ func (v *VNet) addNode(i int) error {
 	// An explicit exec: libcni fills a nil one in lazily, which races under concurrent ADDs.
 	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{v.opts.BinDir}, filepath.Join(n.Dir, "cni-cache"), exec)
+	if v.opts.NoCNS {
+		return nil
+	}
 	return n.StartCNS()
 }
 

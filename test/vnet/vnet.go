@@ -39,8 +39,11 @@ type Options struct {
 	// ScaleSetNodes of the nodes (the first ones) are instances of a uniform scale set
 	// (their NIC is written through the scale-set VM); the others are standalone VMs.
 	ScaleSetNodes int
-	Mock          func(*mockarm.Config)
-	Log           *slog.Logger
+	// NoCNS leaves the nodes without a cns process: something else runs it (the Kubernetes
+	// harness runs it from the DaemonSet, under kubelet).
+	NoCNS bool
+	Mock  func(*mockarm.Config)
+	Log   *slog.Logger
 }
 
 // VNet is a running emulated VNet.
