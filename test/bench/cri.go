@@ -165,42 +165,12 @@ func startContainerd(ctx context.Context, d string, n *vnet.Node) (*containerd, 
 	if ct.mnt, err = k8s.NewMountNS(setup); err != nil {
 		return nil, err
 	}
-	toml := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[4]q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[5]q
-  stream_server_address = "127.0.0.1"
-  enable_selinux = false
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "ours"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ours]
-      runtime_type = "io.containerd.runc.v2"
-      cni_conf_dir = %[6]q
-      cni_max_conf_num = 1
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ours.options]
-        Root = %[8]q
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref]
-      runtime_type = "io.containerd.runc.v2"
-      cni_conf_dir = %[7]q
-      cni_max_conf_num = 1
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref.options]
-        Root = %[8]q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = %[9]q
-    conf_dir = %[6]q
-    max_conf_num = 1
-`, filepath.Join(d, "root"), filepath.Join(d, "state"), ct.sock, filepath.Join(d, "opt"), pauseImage,
-		filepath.Join(d, "net.d/ours"), filepath.Join(d, "net.d/ref"), filepath.Join(d, "runc"), filepath.Join(d, "cni-bin"))
+	toml := k8s.ContainerdConfig{
+		Root: filepath.Join(d, "root"), State: filepath.Join(d, "state"), Opt: filepath.Join(d, "opt"),
+		Socket: ct.sock, SandboxImage: pauseImage, RuncRoot: filepath.Join(d, "runc"),
+		CNIBinDir: filepath.Join(d, "cni-bin"), CNIConfDir: filepath.Join(d, "net.d/ours"),
+		Handlers: []k8s.Handler{{Name: "ours", ConfDir: filepath.Join(d, "net.d/ours")}, {Name: "ref", ConfDir: filepath.Join(d, "net.d/ref")}},
+	}.TOML()
 	conf := filepath.Join(d, "containerd.toml")
 	if err := os.WriteFile(conf, []byte(toml), 0o644); err != nil {
 		ct.stop()
@@ -219,7 +189,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		ct.stop()
 		return nil, fmt.Errorf("start containerd: %w", err)
 	}
-	if err := poll(30*time.Second, func() bool {
+	if err := k8s.Poll(30*time.Second, func() bool {
 		return exec.CommandContext(ctx, "ctr", "-a", ct.sock, "version").Run() == nil
 	}); err != nil {
 		ct.stop()
@@ -267,15 +237,3 @@ func removeCgroups(parent string) {
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// poll calls cond until it holds or the deadline passes.
-func poll(within time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %s", within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil
-}

@@ -264,18 +264,12 @@ func TestControllerCoalescesSpecChangesWhileAWriteIsInFlight(t *testing.T) {
 	}
 }
 
-func TestLeaderKilledMidRunStandbyTakesOverWithoutDoubleWritesOrLostAddresses(t *testing.T) {
-	e := newEnv(t, 300*time.Millisecond)
-	cfg := e.mock.ControllerConfig()
-	leader := StartController(t, e.api.Config, cfg, stack.Quiet(t))
-	<-leader.Elected
-	standby := StartController(t, e.api.Config, cfg, stack.Quiet(t))
-	nodes := e.nodes(t, 6)
-	for _, n := range nodes {
-		poll(t, time.Minute, n.Name+" warm", func() bool { return warm(n) })
-	}
+// podsDuringFailover starts 40 pod requests on each node, concurrently, and returns a wait
+// that ends when all have answered, with the addresses granted per node. Requests that fail
+// are test errors: a failover must not fail a pod.
+func podsDuringFailover(t *testing.T, e *env, nodes []*Node) (wait func() [][]netip.Addr) {
 	var wg sync.WaitGroup
-	errs := make(chan error, 6*40)
+	errs := make(chan error, len(nodes)*40)
 	granted := make([][]netip.Addr, len(nodes))
 	for j, n := range nodes {
 		wg.Go(func() {
@@ -289,6 +283,55 @@ func TestLeaderKilledMidRunStandbyTakesOverWithoutDoubleWritesOrLostAddresses(t 
 			}
 		})
 	}
+	return func() [][]netip.Addr {
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		return granted
+	}
+}
+
+// noWriteTwiceNoAddressLost checks, once every node has settled, that no NIC write was applied
+// twice (a NIC holding more than its node asked for, or a write refused by If-Match because
+// two writers raced) and that every granted address is still on its NIC and assigned.
+func noWriteTwiceNoAddressLost(t *testing.T, e *env, nodes []*Node, granted [][]netip.Addr) {
+	for j, n := range nodes {
+		poll(t, time.Minute, n.Name+" settled", func() bool {
+			o := e.nnc(t, n.Name)
+			return o.Status.ObservedGeneration == o.Generation && meta.IsStatusConditionTrue(o.Status.Conditions, v1.ConditionReady)
+		})
+		o := e.nnc(t, n.Name)
+		held := e.nicAddrs(n.Name)
+		if int32(len(held)) != o.Spec.RequestedIPCount {
+			t.Errorf("%s: the NIC holds %d addresses, the node asked for %d (a write applied twice?)", n.Name, len(held), o.Spec.RequestedIPCount)
+		}
+		for _, a := range granted[j] {
+			if _, ok := slices.BinarySearchFunc(held, a, netip.Addr.Compare); !ok {
+				t.Errorf("%s: assigned address %s is gone from the NIC", n.Name, a)
+			}
+		}
+		if got := n.Pool().GetCounts().GetAssigned(); got != uint32(len(granted[j])) {
+			t.Errorf("%s: %d assigned, want %d", n.Name, got, len(granted[j]))
+		}
+	}
+	if st := e.mock.Stats(); st.PreconditionFailed != 0 {
+		t.Errorf("%d NIC writes refused by If-Match: two writers raced", st.PreconditionFailed)
+	}
+}
+
+func TestLeaderKilledMidRunStandbyTakesOverWithoutDoubleWritesOrLostAddresses(t *testing.T) {
+	e := newEnv(t, 300*time.Millisecond)
+	cfg := e.mock.ControllerConfig()
+	leader := StartController(t, e.api.Config, cfg, stack.Quiet(t))
+	<-leader.Elected
+	standby := StartController(t, e.api.Config, cfg, stack.Quiet(t))
+	nodes := e.nodes(t, 6)
+	for _, n := range nodes {
+		poll(t, time.Minute, n.Name+" warm", func() bool { return warm(n) })
+	}
+	wait := podsDuringFailover(t, e, nodes)
 	poll(t, time.Minute, "writes under way", func() bool { return e.mock.Stats().Writes > 6+3 })
 	killed := time.Now()
 	leader.Kill()
@@ -302,30 +345,5 @@ func TestLeaderKilledMidRunStandbyTakesOverWithoutDoubleWritesOrLostAddresses(t 
 	// jittered retry period; the hard limit above leaves room for a loaded machine.
 	t.Logf("standby elected %s after the leader was killed (lease duration %s, retry period %s)",
 		took.Round(time.Millisecond), cfg.LeaseDuration, cfg.RetryPeriod)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	for j, n := range nodes {
-		poll(t, time.Minute, n.Name+" settled", func() bool {
-			o := e.nnc(t, n.Name)
-			return o.Status.ObservedGeneration == o.Generation && meta.IsStatusConditionTrue(o.Status.Conditions, v1.ConditionReady)
-		})
-		o := e.nnc(t, n.Name)
-		held := e.nicAddrs(n.Name)
-		// A write applied twice would leave the NIC holding more than the node asked for.
-		if int32(len(held)) != o.Spec.RequestedIPCount {
-			t.Errorf("%s: the NIC holds %d addresses, the node asked for %d", n.Name, len(held), o.Spec.RequestedIPCount)
-		}
-		// No node lost an address: every assigned address is still on its NIC.
-		for _, a := range granted[j] {
-			if _, ok := slices.BinarySearchFunc(held, a, netip.Addr.Compare); !ok {
-				t.Errorf("%s: assigned address %s is gone from the NIC", n.Name, a)
-			}
-		}
-		if got := n.Pool().GetCounts().GetAssigned(); got != 40 {
-			t.Errorf("%s: %d assigned, want 40", n.Name, got)
-		}
-	}
+	noWriteTwiceNoAddressLost(t, e, nodes, wait())
 }

@@ -1,17 +1,9 @@
 package cluster
 
 import (
-	"fmt"
-	"net/netip"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"k8s.io/apimachinery/pkg/api/meta"
-
-	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
 )
 
 // The same failover with real vnet-controller processes: the leader is SIGKILLed while nodes
@@ -32,21 +24,7 @@ func TestLeaderProcessKilledStandbyProcessTakesOver(t *testing.T) {
 	for _, n := range nodes {
 		poll(t, time.Minute, n.Name+" warm", func() bool { return warm(n) })
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, 6*40)
-	granted := make([][]netip.Addr, len(nodes))
-	for j, n := range nodes {
-		wg.Go(func() {
-			for i := range 40 {
-				g, err := n.Request(e.ctx, i)
-				if err != nil {
-					errs <- fmt.Errorf("%s pod %d: %w", n.Name, i, err)
-					continue
-				}
-				granted[j] = append(granted[j], g.Entry.Addr)
-			}
-		})
-	}
+	wait := podsDuringFailover(t, e, nodes)
 	poll(t, time.Minute, "writes under way", func() bool { return e.mock.Stats().Writes > 6+3 })
 	leader.Kill()
 	killed := time.Now()
@@ -65,30 +43,7 @@ func TestLeaderProcessKilledStandbyProcessTakesOver(t *testing.T) {
 	if took > bound+2*time.Second { // room for a loaded machine; client-go's bound is lease + jittered retry
 		t.Errorf("takeover took %s, want within the lease duration plus the retry period (%s)", took, bound)
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
-	for j, n := range nodes {
-		poll(t, time.Minute, n.Name+" settled", func() bool {
-			o := e.nnc(t, n.Name)
-			return o.Status.ObservedGeneration == o.Generation && meta.IsStatusConditionTrue(o.Status.Conditions, v1.ConditionReady)
-		})
-		o := e.nnc(t, n.Name)
-		held := e.nicAddrs(n.Name)
-		if int32(len(held)) != o.Spec.RequestedIPCount {
-			t.Errorf("%s: the NIC holds %d addresses, the node asked for %d (a write applied twice?)", n.Name, len(held), o.Spec.RequestedIPCount)
-		}
-		for _, a := range granted[j] {
-			if _, ok := slices.BinarySearchFunc(held, a, netip.Addr.Compare); !ok {
-				t.Errorf("%s: assigned address %s is gone from the NIC", n.Name, a)
-			}
-		}
-	}
-	if st := e.mock.Stats(); st.PreconditionFailed != 0 {
-		t.Errorf("%d NIC writes refused by If-Match: two writers raced", st.PreconditionFailed)
-	}
+	noWriteTwiceNoAddressLost(t, e, nodes, wait())
 	// The operator's view of the new leader: its Prometheus endpoint.
 	body := scrape(t, "http://"+metricsAddr+"/metrics")
 	for _, want := range []string{

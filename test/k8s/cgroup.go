@@ -46,7 +46,7 @@ func killCgroup(root string) error {
 		return fmt.Errorf("refusing to kill cgroup %q", root)
 	}
 	var left []string
-	err := poll(15*time.Second, func() bool {
+	err := Poll(15*time.Second, func() bool {
 		left = left[:0]
 		for _, d := range cgroupDirs(root) {
 			b, _ := os.ReadFile(filepath.Join(d, "cgroup.procs"))

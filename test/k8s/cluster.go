@@ -163,7 +163,7 @@ func (c *Cluster) addNode(ctx context.Context, vn *vnet.Node) error {
 // WaitNodes waits until every node is registered, and Ready when ready is set.
 func (c *Cluster) WaitNodes(ctx context.Context, ready bool, within time.Duration) error {
 	var last string
-	err := poll(within, func() bool {
+	err := Poll(within, func() bool {
 		last = ""
 		for _, n := range c.Nodes {
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)

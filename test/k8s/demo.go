@@ -111,7 +111,7 @@ func nodeNames(cl *Cluster) string {
 }
 
 func waitDeployment(ctx context.Context, cl *Cluster, name string, want int32, within time.Duration) error {
-	return poll(within, func() bool {
+	return Poll(within, func() bool {
 		d, err := cl.CP.Client.AppsV1().Deployments("default").Get(ctx, name, metav1.GetOptions{})
 		return err == nil && d.Status.ReadyReplicas == want
 	})
@@ -143,7 +143,7 @@ func DemoDown(workDir string) error {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() && pid > 1 {
 			if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(cmd), "vnet-k8s-demo") {
 				_ = syscall.Kill(pid, syscall.SIGTERM)
-				_ = poll(90*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
+				_ = Poll(90*time.Second, func() bool { return syscall.Kill(pid, 0) != nil })
 			}
 		}
 	}

@@ -24,7 +24,7 @@ func NewMountNS(setup string) (*MountNS, error) {
 	}
 	self, _ := os.Readlink("/proc/self/ns/mnt")
 	// unshare has made the namespace once its mount namespace differs from ours.
-	if err := poll(5*time.Second, func() bool { a, _ := os.Readlink(m.Path()); return a != "" && a != self }); err != nil {
+	if err := Poll(5*time.Second, func() bool { a, _ := os.Readlink(m.Path()); return a != "" && a != self }); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("mount namespace holder: %w", err)
 	}

@@ -135,40 +135,12 @@ func (n *Node) mounts() error {
 
 func (n *Node) startContainerd(ctx context.Context) error {
 	d := n.Cfg.Dir
-	toml := fmt.Sprintf(`version = 2
-root = %[1]q
-state = %[2]q
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = %[3]q
-[ttrpc]
-  address = "%[3]s.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
-  path = %[4]q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %[5]q
-  stream_server_address = "127.0.0.1"
-  enable_selinux = false
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = %[6]q
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref]
-      runtime_type = "io.containerd.runc.v2"
-      cni_conf_dir = "/etc/cni/ref.d"
-      cni_max_conf_num = 1
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.ref.options]
-        Root = %[6]q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/opt/cni/bin"
-    conf_dir = "/etc/cni/net.d"
-    max_conf_num = 1
-`, filepath.Join(d, "containerd", "root"), filepath.Join(d, "containerd", "state"), n.Socket,
-		filepath.Join(d, "containerd", "opt"), n.Cfg.SandboxImage, filepath.Join(d, "runc"))
+	toml := ContainerdConfig{
+		Root: filepath.Join(d, "containerd", "root"), State: filepath.Join(d, "containerd", "state"),
+		Opt: filepath.Join(d, "containerd", "opt"), Socket: n.Socket, SandboxImage: n.Cfg.SandboxImage,
+		RuncRoot: filepath.Join(d, "runc"), CNIBinDir: "/opt/cni/bin", CNIConfDir: "/etc/cni/net.d",
+		Handlers: []Handler{{Name: "runc"}, {Name: "ref", ConfDir: "/etc/cni/ref.d"}},
+	}.TOML()
 	conf := filepath.Join(d, "containerd.toml")
 	if err := os.WriteFile(conf, []byte(toml), 0o644); err != nil {
 		return err
@@ -178,7 +150,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 		return err
 	}
 	n.procs["containerd"] = p
-	return poll(30*time.Second, func() bool {
+	return Poll(30*time.Second, func() bool {
 		if ok, _ := p.exited(); ok {
 			return true
 		}
@@ -295,8 +267,8 @@ func (n *Node) Close() error {
 	return errors.Join(errs...)
 }
 
-// poll calls cond until it holds or within passes.
-func poll(within time.Duration, cond func() bool) error {
+// Poll calls cond every 50 ms until it holds, or fails once within has passed.
+func Poll(within time.Duration, cond func() bool) error {
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {

@@ -85,7 +85,7 @@ func processesMarked(mark string, cmdline bool) map[int]string {
 func killMarked(list func() map[int]string) error {
 	cgroups := map[string]bool{}
 	var left map[int]string
-	err := poll(15*time.Second, func() bool {
+	err := Poll(15*time.Second, func() bool {
 		left = list()
 		for pid := range left {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
