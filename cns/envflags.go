@@ -37,3 +37,19 @@ func FlagsFromEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 	})
 	return err
 }
+
+// UnknownFlagEnv returns the names of CNS_ variables in environ that set no flag of fs: a
+// misspelled ConfigMap key. They are reported, not refused: Kubernetes' service links put
+// variables such as CNS_SERVICE_HOST into a pod's environment when a Service is named cns.
+func UnknownFlagEnv(fs *flag.FlagSet, environ []string) []string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[EnvName(f.Name)] = true })
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix) && !known[name] {
+			unknown = append(unknown, name)
+		}
+	}
+	return unknown
+}

@@ -2,6 +2,7 @@ package cns
 
 import (
 	"flag"
+	"slices"
 	"testing"
 	"time"
 )
@@ -31,6 +32,16 @@ func TestFlagsFromEnvFillOnlyUnsetFlags(t *testing.T) {
 	c.RegisterFlags(fs2)
 	if err := FlagsFromEnv(fs2, bad); err == nil {
 		t.Error("a bad CNS_COOLDOWN was accepted")
+	}
+}
+
+func TestUnknownFlagEnvNamesMisspelledKeysOnly(t *testing.T) {
+	fs := flag.NewFlagSet("cns", flag.ContinueOnError)
+	c := DefaultConfig()
+	c.RegisterFlags(fs)
+	got := UnknownFlagEnv(fs, []string{"CNS_COOLDOWN=1s", "CNS_COOLDWN=1s", "PATH=/bin", "CNS_SERVICE_HOST=10.0.0.1", "XCNS_A=1"})
+	if want := []string{"CNS_COOLDWN", "CNS_SERVICE_HOST"}; !slices.Equal(got, want) {
+		t.Errorf("UnknownFlagEnv = %v, want %v", got, want)
 	}
 }
 

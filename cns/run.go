@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,10 +46,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if cfg.IPMasq {
-		if err := applyMasq(ctx, cfg, nic, log); err != nil {
-			return err
-		}
+	if err := configureMasq(ctx, cfg, nic, log); err != nil {
+		return err
 	}
 	var recovered int
 	st, movedAside, err := store.OpenRebuilding(cfg.StatePath, log, func() ([]store.Allocation, error) {
@@ -72,23 +69,35 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return Serve(ctx, cfg, nic, st, log)
 }
 
-// applyMasq installs the masquerade rules; the non-masquerade CIDRs default to the NIC's
-// subnet. The rules stay when cns stops: pods keep their egress across a restart.
-func applyMasq(ctx context.Context, cfg Config, nic NICAPI, log *slog.Logger) error {
+// configureMasq installs the masquerade rules with --ip-masq, or removes the table a previous
+// run with --ip-masq left. The non-masquerade CIDRs default to masq.DefaultNonMasq of the NIC's
+// subnet; a NIC that cannot be read yet (the cloud down at boot) does not stop cns, it only
+// leaves the subnet out (it matters only for a VNet in public space). The rules stay when cns
+// stops: pods keep their egress across a restart.
+func configureMasq(ctx context.Context, cfg Config, nic NICAPI, log *slog.Logger) error {
+	if !cfg.IPMasq {
+		removed, err := masq.Remove()
+		if err != nil {
+			log.Debug("--ip-masq off: cannot check for a masquerade table left by an earlier run", "error", err)
+		} else if removed {
+			log.Info("--ip-masq off: removed the masquerade table an earlier run left", "table", masq.Table)
+		}
+		return nil
+	}
 	cidrs := cfg.NonMasqCIDRs
 	if len(cidrs) == 0 {
 		cctx, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
 		n, err := nic.GetNIC(cctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("--ip-masq: the NIC's subnet: %w", err)
+			log.Warn("--ip-masq: the NIC's subnet is not known yet; masquerading outside RFC 1918 only", "error", err)
 		}
-		cidrs = []netip.Prefix{n.Subnet}
+		cidrs = masq.DefaultNonMasq(n.Subnet)
 	}
 	if err := masq.Apply(cidrs); err != nil {
 		return fmt.Errorf("--ip-masq: %w", err)
 	}
-	log.Info("masquerading pod traffic outside the non-masquerade CIDRs", "nonMasqueradeCIDRs", cidrs, "table", masq.Table)
+	log.Info("masquerading pod traffic outside the non-masquerade CIDRs and link-local", "nonMasqueradeCIDRs", cidrs, "table", masq.Table)
 	return nil
 }
 

@@ -25,6 +25,9 @@ func main() {
 		os.Exit(2)
 	}
 	log = log.With("component", "cns")
+	if unknown := cns.UnknownFlagEnv(flag.CommandLine, os.Environ()); len(unknown) > 0 {
+		log.Warn("environment variables with cns's prefix that set no flag (misspelled cns-config keys?)", "names", unknown)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cns.Run(ctx, cfg, log); err != nil {

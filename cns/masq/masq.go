@@ -12,8 +12,37 @@ import (
 // Table is the nftables table (family ip) that holds the rules.
 const Table = "vnet-cni-masq"
 
-// Exprs returns the rule expressions, in order: keep loopback and every non-masquerade
-// CIDR unchanged, masquerade the rest. Pure: Apply writes them.
+// LinkLocal is never masqueraded (ip-masq-agent's masqLinkLocal: false): a pod's traffic to
+// link-local addresses (IMDS, the pod's own gateway) stays on the node with its own address.
+var LinkLocal = netip.MustParsePrefix("169.254.0.0/16")
+
+// private are RFC 1918's ranges: where a VNet's address space almost always lies, and where
+// peered VNets and on-premises networks reached over a gateway route pod addresses back.
+var private = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+}
+
+// DefaultNonMasq is the non-masquerade list when the operator gives none: RFC 1918's ranges
+// (so no VNet in private space, its other subnets and its peerings included, is ever NATed),
+// plus the node's subnet when that lies outside them (a VNet in public space). An operator
+// whose VNet uses public space beyond this subnet, or who wants private destinations outside
+// the VNet NATed, sets --non-masquerade-cidrs to the VNet's address space instead. An invalid
+// subnet (not known yet) adds nothing.
+func DefaultNonMasq(subnet netip.Prefix) []netip.Prefix {
+	out := slices.Clone(private)
+	if !subnet.IsValid() || !subnet.Addr().Is4() {
+		return out
+	}
+	for _, p := range private {
+		if p.Contains(subnet.Addr()) && p.Bits() <= subnet.Bits() {
+			return out
+		}
+	}
+	return append(out, subnet.Masked())
+}
+
+// Exprs returns the rule expressions, in order: keep loopback, link-local and every
+// non-masquerade CIDR unchanged, masquerade the rest. Pure: Apply writes them.
 func Exprs(nonMasq []netip.Prefix) [][]expr.Any {
 	ret := &expr.Verdict{Kind: expr.VerdictReturn}
 	lo := make([]byte, 16)
@@ -23,7 +52,7 @@ func Exprs(nonMasq []netip.Prefix) [][]expr.Any {
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: lo},
 		ret,
 	}}
-	for _, p := range nonMasq {
+	for _, p := range append([]netip.Prefix{LinkLocal}, nonMasq...) {
 		p = p.Masked()
 		m := make([]byte, 4)
 		for i := range p.Bits() {
@@ -75,14 +104,23 @@ func Apply(nonMasq []netip.Prefix) error {
 	return nil
 }
 
-// Remove deletes the table; a missing one is fine.
-func Remove() error {
+// Remove deletes the table when it exists, and reports whether it did. When there is none it
+// only reads: a cns started without --ip-masq (outside a node, in a test) changes nothing.
+func Remove() (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
+		return false, fmt.Errorf("nftables: %w", err)
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: Table}
-	c.AddTable(t)
-	c.DelTable(t)
-	return c.Flush()
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table }) {
+		return false, nil
+	}
+	c.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: Table})
+	if err := c.Flush(); err != nil {
+		return false, fmt.Errorf("nftables: delete table %s: %w", Table, err)
+	}
+	return true, nil
 }
