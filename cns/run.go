@@ -42,7 +42,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// sees its answer; it stops when Run returns.
 	nicCtx, stopNIC := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopNIC()
-	nic, err := openNIC(nicCtx, cfg, log)
+	nic, err := openNIC(ctx, nicCtx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -105,7 +105,11 @@ func configureMasq(ctx context.Context, cfg Config, nic NICAPI, log *slog.Logger
 const maxStreamsTCP = 32
 
 // openNIC builds the cloud side --ipam-source selects: ARM, or the node's NodeNetworkConfig.
-func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) {
+// Finding it is bounded by --bootstrap-timeout and by ctx (a SIGTERM during start-up); what it
+// keeps running (the NodeNetworkConfig informer) lives as long as life.
+func openNIC(ctx, life context.Context, cfg Config, log *slog.Logger) (NICAPI, error) {
+	boot, cancel := context.WithTimeout(ctx, cfg.BootstrapTimeout)
+	defer cancel()
 	src := cfg.IPAMSource
 	var rc *rest.Config
 	if src != IPAMSourceAzure {
@@ -116,7 +120,7 @@ func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) 
 		if src == IPAMSourceAuto {
 			src = IPAMSourceAzure
 			if err == nil {
-				if ok, err := crd.Served(rc); err != nil {
+				if ok, err := crd.Served(boot, rc); err != nil {
 					return nil, fmt.Errorf("--ipam-source auto: %w", err)
 				} else if ok {
 					src = IPAMSourceCRD
@@ -130,13 +134,13 @@ func openNIC(ctx context.Context, cfg Config, log *slog.Logger) (NICAPI, error) 
 		if err != nil {
 			return nil, fmt.Errorf("cluster mode: %w", err)
 		}
-		n, err := crd.Open(ctx, rc, node, log)
+		n, err := crd.Open(life, boot, rc, node, log)
 		if err != nil {
 			return nil, fmt.Errorf("cluster mode: %w", err)
 		}
 		return n, nil
 	}
-	nic, err := connectCloud(ctx, cfg, log)
+	nic, err := connectCloud(life, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}

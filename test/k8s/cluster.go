@@ -47,18 +47,23 @@ type Cluster struct {
 }
 
 // NewCluster builds the VNet and the cluster; nodes register and stay NotReady until a CNI
-// configuration is installed (Deploy). On error everything made so far is removed.
+// configuration is installed (Deploy). On error everything made so far is removed, and the
+// error carries the tails of the logs of every process started.
 func NewCluster(ctx context.Context, o ClusterOptions) (c *Cluster, err error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.WorkDir == "" || filepath.Clean(o.WorkDir) == "/" { // Close removes it
+		return nil, fmt.Errorf("cluster work directory %q: want a directory of its own", o.WorkDir)
 	}
 	if o.WorkDir, err = filepath.Abs(o.WorkDir); err != nil {
 		return nil, err
 	}
 	c = &Cluster{Opts: o}
 	defer func() {
-		if err != nil {
-			err = errors.Join(err, c.Close())
+		if err != nil { // the logs go with WorkDir: keep their tails in the error
+			logs := c.Logs(200)
+			err = fmt.Errorf("%w\n%s", errors.Join(err, c.Close()), logs)
 		}
 	}()
 	start := time.Now()

@@ -128,7 +128,7 @@ func printDemo(w io.Writer, cl *Cluster, web string, took time.Duration) {
 	fmt.Fprintf(w, "  %s exec deploy/web -- /agent get http://<another pod IP>:8080/   # answers with its name and YOUR pod IP\n", k)
 	fmt.Fprintf(w, "  %s scale deploy/web --replicas=20     # the pool grows on the NIC (workload: %s)\n", k, web)
 	for _, n := range cl.Nodes {
-		fmt.Fprintf(w, "  grpcurl -plaintext -unix %s cns.v1.PoolService/ListAllocations   # %s's allocations\n", n.Path("/run/cns/cns.sock"), n.Cfg.Name)
+		fmt.Fprintf(w, "  grpcurl -plaintext unix://%s cns.v1.PoolService/ListAllocations   # %s's allocations\n", n.Path("/run/cns/cns.sock"), n.Cfg.Name)
 	}
 	fmt.Fprintf(w, "  nsenter --net=%s ip route            # node1: a /32 per pod\n", cl.Nodes[0].Cfg.NetNS)
 	fmt.Fprintf(w, "  nsenter --net=/var/run/netns/%s-vnet ip route   # the VNet fabric: pod /32 via node primary\n", DemoPrefix)
@@ -147,7 +147,12 @@ func DemoDown(workDir string) error {
 			}
 		}
 	}
-	mark := workDir + "/"
+	if workDir == "" || filepath.Clean(workDir) == "/" {
+		return fmt.Errorf("demo work directory %q: refusing to sweep it", workDir)
+	}
+	// Only the cluster's own directory marks the demo's processes (their files, their mounts):
+	// anything else that merely names the work directory is left alone.
+	mark := filepath.Join(workDir, "cluster") + "/"
 	errs := []error{killMarked(func() map[int]string { return processesMarked(mark, true) })}
 	for _, n := range []string{"node1", "node2"} {
 		if len(cgroupDirs("/"+DemoPrefix+"-"+n)) > 0 {

@@ -28,7 +28,9 @@ func NewMountNS(setup string) (*MountNS, error) {
 		m.Close()
 		return nil, fmt.Errorf("mount namespace holder: %w", err)
 	}
-	if out, err := exec.Command("nsenter", "--mount="+m.Path(), "sh", "-c", setup).CombinedOutput(); err != nil {
+	// unshare makes the namespace and only then makes its mounts private: a setup that ran in
+	// between would propagate to the host. Making them private again first closes that window.
+	if out, err := exec.Command("nsenter", "--mount="+m.Path(), "sh", "-c", "mount --make-rprivate / && "+setup).CombinedOutput(); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("mounts: %w: %s", err, out)
 	}

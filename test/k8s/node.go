@@ -46,7 +46,7 @@ func refConflist(subnet string) string {
 // containerd, kubelet and kube-proxy run, joined to the node's network namespace. Inside the
 // mount namespace /run, /var/lib and /var/log are directories of Dir, /etc and /opt are
 // overlays whose writes land in Dir (CNI configuration and plugins installed by a DaemonSet
-// stay off the host), and the three machine-wide sysctls kubelet sets read from files.
+// stay off the host), and the machine-wide sysctls kubelet sets read from files.
 type Node struct {
 	Cfg    NodeConfig
 	Socket string // containerd's
@@ -110,16 +110,15 @@ func (n *Node) mounts() error {
 			return err
 		}
 	}
-	// kubelet sets these machine-wide values; inside the node it finds them set already.
-	fake := map[string]string{"overcommit_memory": "1", "panic": "10", "panic_on_oops": "1"}
-	for f, v := range fake {
-		if err := os.WriteFile(filepath.Join(d, "sysctl", f), []byte(v+"\n"), 0o644); err != nil {
+	// kubelet sets these machine-wide values (its setupKernelTunables); inside the node it finds
+	// them set already, in files bound over /proc/sys, and the host keeps its own.
+	var script strings.Builder
+	for _, k := range kubeletSysctls {
+		f := filepath.Join(d, "sysctl", strings.ReplaceAll(k.path, "/", "_"))
+		if err := os.WriteFile(f, []byte(k.value+"\n"), 0o644); err != nil {
 			return err
 		}
-	}
-	var script strings.Builder
-	for f, p := range map[string]string{"overcommit_memory": "/proc/sys/vm/overcommit_memory", "panic": "/proc/sys/kernel/panic", "panic_on_oops": "/proc/sys/kernel/panic_on_oops"} {
-		fmt.Fprintf(&script, "mount --bind %s %s && ", filepath.Join(d, "sysctl", f), p)
+		fmt.Fprintf(&script, "mount --bind %s /proc/sys/%s && ", f, k.path)
 	}
 	for _, m := range []struct{ src, dst string }{{"run", "/run"}, {"varlib", "/var/lib"}, {"varlog", "/var/log"}} {
 		fmt.Fprintf(&script, "mount --bind %s %s && ", filepath.Join(d, m.src), m.dst)
@@ -265,6 +264,13 @@ func (n *Node) Close() error {
 		errs = append(errs, killCgroup(n.Cfg.CgroupRoot))
 	}
 	return errors.Join(errs...)
+}
+
+// kubeletSysctls are the kernel tunables kubelet (v1.35, without --protect-kernel-defaults)
+// writes when they differ from what it wants.
+var kubeletSysctls = []struct{ path, value string }{
+	{"vm/overcommit_memory", "1"}, {"vm/panic_on_oom", "0"}, {"kernel/panic", "10"}, {"kernel/panic_on_oops", "1"},
+	{"kernel/keys/root_maxkeys", "1000000"}, {"kernel/keys/root_maxbytes", "25000000"},
 }
 
 // Poll calls cond every 50 ms until it holds, or fails once within has passed.

@@ -52,6 +52,9 @@ func NewClient(rc *rest.Config) (*Client, error) {
 		cfg := rest.CopyConfig(rc)
 		cfg.GroupVersion, cfg.APIPath = &gv, path
 		cfg.NegotiatedSerializer = serializer.NewCodecFactory(s).WithoutConversion()
+		if gv == v1.GroupVersion { // custom resources are served as JSON only, whatever rc asks
+			cfg.ContentType, cfg.AcceptContentTypes = "application/json", "application/json"
+		}
 		if cfg.UserAgent == "" {
 			cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 		}

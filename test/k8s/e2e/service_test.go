@@ -43,8 +43,9 @@ func testService(t *testing.T, ctx context.Context, w *world) {
 			t.Fatalf("service %s from a pod on %s: no answer from a backend on %s within 60s (seen %v, last error %v)", ip, n1, n2, seen, lastErr)
 		}
 		host, src, err := get(ctx, c, appNS, client.Name, "http://"+ip+"/")
-		if err != nil { // kube-proxy may not have the rules yet
+		if err != nil { // kube-proxy may not have the rules yet: poll again shortly
 			lastErr = err
+			time.Sleep(200 * time.Millisecond)
 			continue
 		}
 		if names[host] == "" {
@@ -73,5 +74,6 @@ func testService(t *testing.T, ctx context.Context, w *world) {
 		if time.Now().After(deadline) {
 			t.Fatalf("hairpin: pod %s through service %s: %q, %v", self.Name, hip, host, err)
 		}
+		time.Sleep(200 * time.Millisecond) // poll interval
 	}
 }

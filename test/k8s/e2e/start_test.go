@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	"github.com/vnet-cni/vnet-cni/test/k8s"
 )
 
@@ -60,6 +61,10 @@ func testPodStart(t *testing.T, ctx context.Context, w *world) {
 		"vnet-cni median %.0f ms p90 %.0f ms; ptp+host-local median %.0f ms p90 %.0f ms",
 		len(ours), quantile(ours, 0.5), quantile(ours, 0.9), quantile(ref, 0.5), quantile(ref, 0.9))
 	t.Log(line)
+	pools := make([]cnsv1.PoolServiceClient, len(c.Nodes)) // one connection per node, not per poll
+	for i, n := range c.Nodes {
+		pools[i] = cnsClient(t, n)
+	}
 	eventually(t, 2*time.Minute, "the timed pods deleted", func() error {
 		list, err := c.CP.Client.CoreV1().Pods(startNS).List(ctx, metav1.ListOptions{})
 		if err == nil && len(list.Items) > 0 {
@@ -68,8 +73,8 @@ func testPodStart(t *testing.T, ctx context.Context, w *world) {
 		if err != nil {
 			return err
 		}
-		for _, n := range c.Nodes { // CNI DEL comes after the API object is gone
-			for ip, owner := range allocations(t, ctx, cnsClient(t, n)) {
+		for _, pool := range pools { // CNI DEL comes after the API object is gone
+			for ip, owner := range allocations(t, ctx, pool) {
 				if strings.HasPrefix(owner, startNS+"/") {
 					return fmt.Errorf("%s still holds %s", owner, ip)
 				}
