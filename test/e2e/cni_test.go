@@ -41,12 +41,66 @@ func newEnv(t *testing.T) *env {
 	nettest.RequireRoot(t)
 	s := stack.Start(t, stack.Options{})
 	e := &env{t: t, s: s, node: nettest.NewNS(t), confDir: t.TempDir(), cache: t.TempDir()}
-	e.list = []byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"vnet","plugins":[{"type":"vnet-cni","cnsSocket":%q,"releaseSpool":%q,"requestTimeout":"20s"}]}`,
-		s.Socket, filepath.Join(s.Dir, "spool")))
+	e.list = shippedConflist(t, s.Socket, filepath.Join(s.Dir, "spool"), true)
 	if err := os.WriteFile(filepath.Join(e.confDir, "10-vnet.conflist"), e.list, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return e
+}
+
+// shippedConflist is the conflist the image ships (cmd/vnet-cni/10-vnet.conflist) with this
+// test's socket, spool and a shorter request timeout; without cniVersions it is what a
+// runtime whose libcni predates that key (containerd 1.6 and 1.7) reads: cniVersion alone.
+func shippedConflist(t *testing.T, socket, spool string, cniVersions bool) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../../cmd/vnet-cni/10-vnet.conflist")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list map[string]any
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatalf("the shipped conflist: %v", err)
+	}
+	p := list["plugins"].([]any)[0].(map[string]any)
+	p["cnsSocket"], p["releaseSpool"], p["requestTimeout"] = socket, spool, "20s"
+	if !cniVersions {
+		delete(list, "cniVersions")
+	}
+	if b, err = json.Marshal(list); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The shipped conflist as containerd 1.6/1.7 read it (cniVersion 1.0.0, no cniVersions): ADD
+// prints a 1.0.0 result, which those runtimes accept (a 1.1.0 one failed every sandbox),
+// and DEL cleans up.
+func TestShippedConflistServesRuntimesThatReadOnlyCniVersion(t *testing.T) {
+	e := newEnv(t)
+	list, err := libcni.NetworkConfFromBytes(shippedConflist(t, e.s.Socket, filepath.Join(e.s.Dir, "spool"), false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list.CNIVersion != "1.0.0" {
+		t.Fatalf("the shipped conflist says cniVersion %s, want 1.0.0 (containerd 1.6/1.7 reject a 1.1.0 result)", list.CNIVersion)
+	}
+	cfg := libcni.NewCNIConfigWithCacheDir([]string{binDir}, e.cache, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rt := &libcni.RuntimeConf{ContainerID: "ctrd16", NetNS: nettest.NewNS(t).Path(), IfName: "eth0"}
+	var res types.Result
+	if err := e.node.Do(func(ns.NetNS) (err error) { res, err = cfg.AddNetworkList(ctx, list, rt); return err }); err != nil {
+		t.Fatalf("ADD: %v", err)
+	}
+	if res.Version() != "1.0.0" {
+		t.Errorf("ADD printed a %s result, want 1.0.0", res.Version())
+	}
+	if err := e.node.Do(func(ns.NetNS) error { return cfg.DelNetworkList(ctx, list, rt) }); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if got := e.allocations(); len(got) != 0 {
+		t.Errorf("allocations after DEL: %v", got)
+	}
 }
 
 // cnitool runs cnitool inside the node namespace: a child forked from a thread locked in a
