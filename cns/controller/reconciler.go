@@ -46,6 +46,8 @@ type Reconciler struct {
 	mu       sync.Mutex
 	clients  map[string]NIC
 	lastRead map[string]time.Time // node → when its NIC was last read
+	owners   map[string]string    // lower-case NIC ID → the node that has it
+	nicOf    map[string]string    // node → lower-case ID of its NIC
 }
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
@@ -71,15 +73,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	defer cancel()
 	nic, err := r.nic(cctx, obj.Name)
 	if err != nil {
-		var ce *cloud.Error // an unclassified error is the Node's (no or a foreign provider ID)
-		if k := cloud.KindOf(err); errors.As(err, &ce) && (k == cloud.KindThrottled || k == cloud.KindUnavailable) {
-			return r.failed(ctx, obj, nil, err) // discovery's ARM reads failed for a while: not the node's fault
-		}
-		return r.failed(ctx, obj, nil, &cloud.Error{Kind: cloud.KindRejected, Code: v1.ReasonNICNotFound, Err: err})
+		return r.failed(ctx, obj, nil, discoveryError(err))
 	}
 	now, err := nic.GetNIC(cctx)
 	if err != nil {
 		return r.failed(ctx, obj, nil, err)
+	}
+	if other := r.claim(obj.Name, now.ID); other != "" {
+		// Two nodes whose provider IDs lead to one NIC: the first keeps it, the other is refused
+		// and never written (its addresses would be removed from the first's pods).
+		r.drop(obj.Name)
+		return r.failed(ctx, obj, nil, rejected(v1.ReasonNICClaimed, fmt.Errorf("NIC %s is already node %s's", now.ID, other)))
 	}
 	r.readAt(obj.Name, time.Now())
 	if strings.EqualFold(now.ProvisioningState, "Updating") {
@@ -112,6 +116,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		return reconcile.Result{}, err
 	}
 	return r.nextResync(), nil
+}
+
+// discoveryError classifies a failure to find a node's NIC: one time may mend (ARM or the API
+// server unreachable or throttling, no provider ID yet) stays pending; any other (a foreign
+// or refused provider ID, the VM or NIC not found) is final, as NICNotFound unless it says why.
+func discoveryError(err error) error {
+	var ce *cloud.Error
+	if !errors.As(err, &ce) {
+		return rejected(v1.ReasonNICNotFound, err)
+	}
+	switch {
+	case ce.Kind == cloud.KindThrottled || ce.Kind == cloud.KindUnavailable || ce.Kind == cloud.KindBusy:
+		return err
+	case ce.Kind == cloud.KindRejected && (ce.Code == v1.ReasonNICNotFound || ce.Code == v1.ReasonNICClaimed):
+		return err
+	}
+	return rejected(v1.ReasonNICNotFound, err)
 }
 
 // current reports whether the status already answers the spec's generation successfully.
@@ -165,13 +186,16 @@ func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 		set(v1.ConditionThrottled, false, v1.ReasonApplied, "")
 	case transient:
 		s.LastError = cerr.Error()
-		set(v1.ConditionReady, false, v1.ReasonPending, "waiting to retry: "+cerr.Error())
+		reason := v1.ReasonPending
+		if code(cerr) == v1.ReasonProviderIDNotSet {
+			reason = v1.ReasonProviderIDNotSet
+		}
+		set(v1.ConditionReady, false, reason, "waiting to retry: "+cerr.Error())
 		set(v1.ConditionThrottled, kind == cloud.KindThrottled, crd.Reason(kind), cerr.Error())
 	default:
 		reason := crd.Reason(kind)
-		var ce *cloud.Error
-		if errors.As(cerr, &ce) && ce.Code == v1.ReasonNICNotFound {
-			reason = v1.ReasonNICNotFound
+		if c := code(cerr); c == v1.ReasonNICNotFound || c == v1.ReasonNICClaimed {
+			reason = c
 		}
 		s.ObservedGeneration, s.LastError = gen, cerr.Error()
 		set(v1.ConditionReady, false, reason, cerr.Error())
@@ -185,6 +209,14 @@ func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 		r.Metrics.answered(obj.Name, gen)
 	}
 	return nil
+}
+
+func code(err error) string {
+	var ce *cloud.Error
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return ""
 }
 
 func fillNIC(s *v1.NodeNetworkConfigStatus, nic cloud.NIC, maxIPs int) {
@@ -230,9 +262,39 @@ func (r *Reconciler) nic(ctx context.Context, node string) (NIC, error) {
 	return c, nil
 }
 
+// claim records that node's NIC is nicID and returns the other node that already has it,
+// if any (then nothing is recorded).
+func (r *Reconciler) claim(node, nicID string) string {
+	key := strings.ToLower(nicID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if other, ok := r.owners[key]; ok && other != node {
+		return other
+	}
+	if r.owners == nil {
+		r.owners, r.nicOf = map[string]string{}, map[string]string{}
+	}
+	if old, ok := r.nicOf[node]; ok && old != key {
+		delete(r.owners, old)
+	}
+	r.owners[key], r.nicOf[node] = node, key
+	return ""
+}
+
+// drop forgets node's NIC client, so the next reconcile discovers it again.
+func (r *Reconciler) drop(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.clients, node)
+}
+
 func (r *Reconciler) forget(node string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.clients, node)
 	delete(r.lastRead, node)
+	if key, ok := r.nicOf[node]; ok {
+		delete(r.owners, key)
+		delete(r.nicOf, node)
+	}
 }
