@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -161,16 +162,47 @@ func (r *Reconciler) failed(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 }
 
 // report writes the status: the NIC (when known), the generation it answers, the conditions.
+// obj may come from a stale cache, so the patch carries its resourceVersion (optimistic lock):
+// a merge patch computed against an old status would leave fields it thinks are already
+// gone (a last error, a foreign configuration) in place. On conflict it re-reads and retries.
 func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic *cloud.NIC, cerr error) error {
+	gen, base, answered := obj.Generation, obj, false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if base == nil {
+			base = &v1.NodeNetworkConfig{}
+			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), base); err != nil {
+				return err
+			}
+		}
+		st := r.status(base, gen, nic, cerr)
+		answered = st.Status.ObservedGeneration == gen
+		err := r.Client.Status().Patch(ctx, st, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+		base = nil
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write status of NodeNetworkConfig %s: %w", obj.Name, err)
+	}
+	if answered {
+		r.Metrics.answered(obj.Name, gen)
+	}
+	return nil
+}
+
+func transientKind(k cloud.Kind) bool {
+	return k == cloud.KindThrottled || k == cloud.KindUnavailable || k == cloud.KindBusy || k == cloud.KindConflict
+}
+
+// status is obj with its status answering generation gen with nic and cerr.
+func (r *Reconciler) status(obj *v1.NodeNetworkConfig, gen int64, nic *cloud.NIC, cerr error) *v1.NodeNetworkConfig {
 	st := obj.DeepCopy()
 	s := &st.Status
 	if nic != nil {
 		fillNIC(s, *nic, r.MaxIPs)
 	}
 	s.FreeIPCount = max(0, s.AssignedIPCount-obj.Spec.InUseIPCount)
-	gen := obj.Generation
 	kind := cloud.KindOf(cerr)
-	transient := cerr != nil && (kind == cloud.KindThrottled || kind == cloud.KindUnavailable || kind == cloud.KindBusy || kind == cloud.KindConflict)
+	transient := cerr != nil && transientKind(kind)
 	set := func(typ string, ok bool, reason, msg string) {
 		st := metav1.ConditionFalse
 		if ok {
@@ -202,13 +234,7 @@ func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 		set(v1.ConditionSubnetFull, kind == cloud.KindSubnetFull, reason, cerr.Error())
 		set(v1.ConditionThrottled, false, reason, "")
 	}
-	if err := r.Client.Status().Patch(ctx, st, client.MergeFrom(obj)); err != nil {
-		return fmt.Errorf("write status of NodeNetworkConfig %s: %w", obj.Name, err)
-	}
-	if s.ObservedGeneration == gen {
-		r.Metrics.answered(obj.Name, gen)
-	}
-	return nil
+	return st
 }
 
 func code(err error) string {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
@@ -105,5 +106,40 @@ func TestAMissingProviderIDIsRetriedNotAnswered(t *testing.T) {
 	cond := meta.FindStatusCondition(o.Status.Conditions, v1.ConditionReady)
 	if o.Status.ObservedGeneration == o.Generation || cond == nil || cond.Status != metav1.ConditionFalse || cond.Reason != v1.ReasonProviderIDNotSet {
 		t.Fatalf("observed generation %d of %d, Ready %+v; want unanswered, False/%s", o.Status.ObservedGeneration, o.Generation, cond, v1.ReasonProviderIDNotSet)
+	}
+}
+
+// A status written from a stale cached object must not leave behind what the newer status
+// held: the patch is refused (resourceVersion) and redone from a fresh read.
+func TestAStatusFromAStaleCacheIsRedoneNotMerged(t *testing.T) {
+	nic := &fakeNIC{nic: cloud.NIC{ID: "/nic/a", ETag: "e1", ProvisioningState: "Succeeded",
+		Primary: netip.MustParseAddr("10.0.0.4"), Subnet: netip.MustParsePrefix("10.0.0.0/16"), Secondaries: addrs("10.0.0.5")}}
+	r, c := testReconciler(t, func(context.Context, string) (NIC, error) { return nic, nil }, newNNC("a", 1))
+	stale := &v1.NodeNetworkConfig{}
+	if err := c.Get(t.Context(), types.NamespacedName{Name: "a"}, stale); err != nil {
+		t.Fatal(err)
+	}
+	// Since the cache's copy, an earlier report listed a foreign configuration and an error.
+	cur := stale.DeepCopy()
+	cur.Status.LastError = "cloud unavailable: earlier"
+	cur.Status.ForeignIPConfigurations = []v1.ForeignIPConfiguration{{Name: "web", Address: "10.0.0.9"}}
+	if err := c.Status().Update(t.Context(), cur); err != nil {
+		t.Fatal(err)
+	}
+	servedStale := false
+	r.Client = interceptor.NewClient(c.(client.WithWatch), interceptor.Funcs{Get: func(ctx context.Context, cl client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		if o, ok := obj.(*v1.NodeNetworkConfig); ok && !servedStale {
+			servedStale = true
+			stale.DeepCopyInto(o)
+			return nil
+		}
+		return cl.Get(ctx, key, obj, opts...)
+	}})
+	o, err := reconcileNode(t, r, c, "a")
+	if err != nil || !meta.IsStatusConditionTrue(o.Status.Conditions, v1.ConditionReady) {
+		t.Fatalf("%v, conditions %+v", err, o.Status.Conditions)
+	}
+	if o.Status.LastError != "" || len(o.Status.ForeignIPConfigurations) != 0 {
+		t.Fatalf("stale fields left behind: last error %q, foreign %+v", o.Status.LastError, o.Status.ForeignIPConfigurations)
 	}
 }
