@@ -33,27 +33,37 @@ func NewBudget(burst int, perSecond float64) *Budget {
 }
 
 // Wait blocks until one write may be issued and takes its token; it returns how long it waited.
+// A pause that starts while it waits for the token (a 429 elsewhere) is waited out too.
 func (b *Budget) Wait(ctx context.Context) (time.Duration, error) {
 	start := time.Now()
+	if err := b.WaitPause(ctx); err != nil {
+		return time.Since(start), err
+	}
+	if err := b.lim.Wait(ctx); err != nil {
+		return time.Since(start), fmt.Errorf("wait for the ARM write budget: %w", err)
+	}
+	err := b.WaitPause(ctx)
+	return time.Since(start), err
+}
+
+// WaitPause blocks while writes are paused (a 429's Retry-After), taking no token: a write
+// admitted earlier (a ticket) waits here before it goes.
+func (b *Budget) WaitPause(ctx context.Context) error {
 	for {
 		b.mu.Lock()
 		pause := time.Until(b.pausedUntil)
 		b.mu.Unlock()
 		if pause <= 0 {
-			break
+			return nil
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return time.Since(start), fmt.Errorf("wait for the ARM write budget: %w", ctx.Err())
+			return fmt.Errorf("wait for the ARM write budget: %w", ctx.Err())
 		case <-t.C:
 		}
 	}
-	if err := b.lim.Wait(ctx); err != nil {
-		return time.Since(start), fmt.Errorf("wait for the ARM write budget: %w", err)
-	}
-	return time.Since(start), nil
 }
 
 // PauseFor stops all writes for d (a 429's Retry-After).
@@ -68,6 +78,8 @@ func (b *Budget) PauseFor(d time.Duration) {
 // Remaining aligns the bucket with ARM's count of writes left: when ARM has fewer than the
 // bucket holds, the difference is taken out.
 func (b *Budget) Remaining(n int) {
+	b.mu.Lock() // two answers at once must not both drain the same surplus
+	defer b.mu.Unlock()
 	now := time.Now()
 	if extra := b.lim.TokensAt(now) - float64(n); extra >= 1 {
 		b.lim.AllowN(now, int(math.Floor(extra)))
@@ -107,7 +119,12 @@ type Transport struct {
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	write := req.Method == http.MethodPut || req.Method == http.MethodPatch || req.Method == http.MethodDelete || req.Method == http.MethodPost
-	if write && !takeTicket(req.Context()) {
+	switch {
+	case write && takeTicket(req.Context()): // admitted already, but a 429 since then still holds it back
+		if err := t.Budget.WaitPause(req.Context()); err != nil {
+			return nil, err
+		}
+	case write:
 		w, err := t.Budget.Wait(req.Context())
 		if t.Waited != nil {
 			t.Waited(w)

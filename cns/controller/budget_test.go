@@ -144,3 +144,25 @@ func TestATicketAdmitsOneWriteWithoutASecondWait(t *testing.T) {
 		}
 	})
 }
+
+// A 429 that arrives after a write was admitted (its Wait returned) still holds that write
+// back until the Retry-After is over.
+func TestATicketedWriteHonoursAPauseSetAfterItsWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		arm := &armStub{status: http.StatusOK}
+		b := NewBudget(10, 10)
+		tr := &Transport{Budget: b, Next: arm}
+		if _, err := b.Wait(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		b.PauseFor(5 * time.Second) // another node's write got a 429 meanwhile
+		req, _ := http.NewRequestWithContext(WithTicket(t.Context()), http.MethodPut, "http://arm/nic", nil)
+		start := time.Now()
+		if _, err := tr.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d != 5*time.Second {
+			t.Fatalf("the admitted write went after %s during a 5 s pause", d)
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
@@ -46,6 +47,8 @@ type Reconciler struct {
 	mu       sync.Mutex
 	clients  map[string]NIC
 	lastRead map[string]time.Time // node → when its NIC was last read
+	owners   map[string]string    // lower-case NIC ID → the node that has it
+	nicOf    map[string]string    // node → lower-case ID of its NIC
 }
 
 var _ reconcile.Reconciler = (*Reconciler)(nil)
@@ -71,15 +74,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	defer cancel()
 	nic, err := r.nic(cctx, obj.Name)
 	if err != nil {
-		var ce *cloud.Error // an unclassified error is the Node's (no or a foreign provider ID)
-		if k := cloud.KindOf(err); errors.As(err, &ce) && (k == cloud.KindThrottled || k == cloud.KindUnavailable) {
-			return r.failed(ctx, obj, nil, err) // discovery's ARM reads failed for a while: not the node's fault
-		}
-		return r.failed(ctx, obj, nil, &cloud.Error{Kind: cloud.KindRejected, Code: v1.ReasonNICNotFound, Err: err})
+		return r.failed(ctx, obj, nil, discoveryError(err))
 	}
 	now, err := nic.GetNIC(cctx)
 	if err != nil {
 		return r.failed(ctx, obj, nil, err)
+	}
+	if other := r.claim(obj.Name, now.ID); other != "" {
+		// Two nodes whose provider IDs lead to one NIC: the first keeps it, the other is refused
+		// and never written (its addresses would be removed from the first's pods).
+		r.drop(obj.Name)
+		return r.failed(ctx, obj, nil, rejected(v1.ReasonNICClaimed, fmt.Errorf("NIC %s is already node %s's", now.ID, other)))
 	}
 	r.readAt(obj.Name, time.Now())
 	if strings.EqualFold(now.ProvisioningState, "Updating") {
@@ -114,6 +119,23 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return r.nextResync(), nil
 }
 
+// discoveryError classifies a failure to find a node's NIC: one time may mend (ARM or the API
+// server unreachable or throttling, no provider ID yet) stays pending; any other (a foreign
+// or refused provider ID, the VM or NIC not found) is final, as NICNotFound unless it says why.
+func discoveryError(err error) error {
+	var ce *cloud.Error
+	if !errors.As(err, &ce) {
+		return rejected(v1.ReasonNICNotFound, err)
+	}
+	switch {
+	case ce.Kind == cloud.KindThrottled || ce.Kind == cloud.KindUnavailable || ce.Kind == cloud.KindBusy:
+		return err
+	case ce.Kind == cloud.KindRejected && (ce.Code == v1.ReasonNICNotFound || ce.Code == v1.ReasonNICClaimed):
+		return err
+	}
+	return rejected(v1.ReasonNICNotFound, err)
+}
+
 // current reports whether the status already answers the spec's generation successfully.
 func current(o *v1.NodeNetworkConfig) bool {
 	return o.Status.ObservedGeneration == o.Generation && o.Status.NIC.ID != "" &&
@@ -140,16 +162,47 @@ func (r *Reconciler) failed(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 }
 
 // report writes the status: the NIC (when known), the generation it answers, the conditions.
+// obj may come from a stale cache, so the patch carries its resourceVersion (optimistic lock):
+// a merge patch computed against an old status would leave fields it thinks are already
+// gone (a last error, a foreign configuration) in place. On conflict it re-reads and retries.
 func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic *cloud.NIC, cerr error) error {
+	gen, base, answered := obj.Generation, obj, false
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if base == nil {
+			base = &v1.NodeNetworkConfig{}
+			if err := r.Client.Get(ctx, client.ObjectKeyFromObject(obj), base); err != nil {
+				return err
+			}
+		}
+		st := r.status(base, gen, nic, cerr)
+		answered = st.Status.ObservedGeneration == gen
+		err := r.Client.Status().Patch(ctx, st, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{}))
+		base = nil
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("write status of NodeNetworkConfig %s: %w", obj.Name, err)
+	}
+	if answered {
+		r.Metrics.answered(obj.Name, gen)
+	}
+	return nil
+}
+
+func transientKind(k cloud.Kind) bool {
+	return k == cloud.KindThrottled || k == cloud.KindUnavailable || k == cloud.KindBusy || k == cloud.KindConflict
+}
+
+// status is obj with its status answering generation gen with nic and cerr.
+func (r *Reconciler) status(obj *v1.NodeNetworkConfig, gen int64, nic *cloud.NIC, cerr error) *v1.NodeNetworkConfig {
 	st := obj.DeepCopy()
 	s := &st.Status
 	if nic != nil {
 		fillNIC(s, *nic, r.MaxIPs)
 	}
 	s.FreeIPCount = max(0, s.AssignedIPCount-obj.Spec.InUseIPCount)
-	gen := obj.Generation
 	kind := cloud.KindOf(cerr)
-	transient := cerr != nil && (kind == cloud.KindThrottled || kind == cloud.KindUnavailable || kind == cloud.KindBusy || kind == cloud.KindConflict)
+	transient := cerr != nil && transientKind(kind)
 	set := func(typ string, ok bool, reason, msg string) {
 		st := metav1.ConditionFalse
 		if ok {
@@ -165,26 +218,31 @@ func (r *Reconciler) report(ctx context.Context, obj *v1.NodeNetworkConfig, nic 
 		set(v1.ConditionThrottled, false, v1.ReasonApplied, "")
 	case transient:
 		s.LastError = cerr.Error()
-		set(v1.ConditionReady, false, v1.ReasonPending, "waiting to retry: "+cerr.Error())
+		reason := v1.ReasonPending
+		if code(cerr) == v1.ReasonProviderIDNotSet {
+			reason = v1.ReasonProviderIDNotSet
+		}
+		set(v1.ConditionReady, false, reason, "waiting to retry: "+cerr.Error())
 		set(v1.ConditionThrottled, kind == cloud.KindThrottled, crd.Reason(kind), cerr.Error())
 	default:
 		reason := crd.Reason(kind)
-		var ce *cloud.Error
-		if errors.As(cerr, &ce) && ce.Code == v1.ReasonNICNotFound {
-			reason = v1.ReasonNICNotFound
+		if c := code(cerr); c == v1.ReasonNICNotFound || c == v1.ReasonNICClaimed {
+			reason = c
 		}
 		s.ObservedGeneration, s.LastError = gen, cerr.Error()
 		set(v1.ConditionReady, false, reason, cerr.Error())
 		set(v1.ConditionSubnetFull, kind == cloud.KindSubnetFull, reason, cerr.Error())
 		set(v1.ConditionThrottled, false, reason, "")
 	}
-	if err := r.Client.Status().Patch(ctx, st, client.MergeFrom(obj)); err != nil {
-		return fmt.Errorf("write status of NodeNetworkConfig %s: %w", obj.Name, err)
+	return st
+}
+
+func code(err error) string {
+	var ce *cloud.Error
+	if errors.As(err, &ce) {
+		return ce.Code
 	}
-	if s.ObservedGeneration == gen {
-		r.Metrics.answered(obj.Name, gen)
-	}
-	return nil
+	return ""
 }
 
 func fillNIC(s *v1.NodeNetworkConfigStatus, nic cloud.NIC, maxIPs int) {
@@ -230,9 +288,39 @@ func (r *Reconciler) nic(ctx context.Context, node string) (NIC, error) {
 	return c, nil
 }
 
+// claim records that node's NIC is nicID and returns the other node that already has it,
+// if any (then nothing is recorded).
+func (r *Reconciler) claim(node, nicID string) string {
+	key := strings.ToLower(nicID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if other, ok := r.owners[key]; ok && other != node {
+		return other
+	}
+	if r.owners == nil {
+		r.owners, r.nicOf = map[string]string{}, map[string]string{}
+	}
+	if old, ok := r.nicOf[node]; ok && old != key {
+		delete(r.owners, old)
+	}
+	r.owners[key], r.nicOf[node] = node, key
+	return ""
+}
+
+// drop forgets node's NIC client, so the next reconcile discovers it again.
+func (r *Reconciler) drop(node string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.clients, node)
+}
+
 func (r *Reconciler) forget(node string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.clients, node)
 	delete(r.lastRead, node)
+	if key, ok := r.nicOf[node]; ok {
+		delete(r.owners, key)
+		delete(r.nicOf, node)
+	}
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -93,6 +94,10 @@ func (r *Reconciler) resync(ctx context.Context, obj *v1.NodeNetworkConfig) (rec
 		return r.nextResync(), nil
 	}
 	r.readAt(obj.Name, time.Now())
+	if other := r.claim(obj.Name, now.ID); other != "" {
+		r.drop(obj.Name)
+		return r.failed(ctx, obj, nil, rejected(v1.ReasonNICClaimed, fmt.Errorf("NIC %s is already node %s's", now.ID, other)))
+	}
 	if now.ETag == obj.Status.NIC.ETag && now.ProvisioningState == obj.Status.NIC.ProvisioningState {
 		return r.nextResync(), nil
 	}

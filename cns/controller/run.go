@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -36,6 +37,7 @@ type Config struct {
 	APIBurst      int
 	Azure         azure.Config  // endpoint and credential; each node's VM comes from its Node's spec.providerID
 	NICNameFormat string        // set: no discovery, the NIC is Sprintf(format, node) in Azure's subscription and group
+	AllowedGroups string        // comma-separated subscription/resourceGroup pairs a provider ID may name; empty allows any
 	WriteBurst    int           // ARM write budget: bucket size (Azure: 200)
 	WriteRate     float64       // ARM write budget: refill per second (Azure: 10)
 	Workers       int           // nodes written concurrently
@@ -72,6 +74,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "with --nic-name-format: subscription of the node NICs")
 	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "with --nic-name-format: resource group of the node NICs")
 	fs.StringVar(&c.NICNameFormat, "nic-name-format", c.NICNameFormat, "NIC name of a node (%s is the node name) instead of discovery from the Node's spec.providerID")
+	fs.StringVar(&c.AllowedGroups, "allowed-resource-groups", c.AllowedGroups, "comma-separated subscription/resourceGroup pairs a Node's spec.providerID may name; empty allows any")
 	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default or static (mockarm)")
 	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
 	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
@@ -165,7 +168,8 @@ func Setup(mgr manager.Manager, cfg Config, reg prometheus.Registerer, log *slog
 	if err != nil {
 		return fmt.Errorf("ARM credential: %w", err)
 	}
-	d := &Discoverer{Nodes: mgr.GetAPIReader(), Base: ac, Cred: cred, NICNameFormat: cfg.NICNameFormat}
+	d := &Discoverer{Nodes: mgr.GetAPIReader(), Base: ac, Cred: cred, NICNameFormat: cfg.NICNameFormat,
+		AllowedGroups: splitList(cfg.AllowedGroups)}
 	r := &Reconciler{Client: mgr.GetClient(), MaxIPs: cfg.MaxIPs, CloudTimeout: cfg.CloudTimeout, Log: log, Metrics: metrics,
 		NICs: d.NIC, Budget: budget, Resync: Resync{Period: cfg.ResyncPeriod, Reads: rate.NewLimiter(rate.Limit(cfg.ResyncReads), max(1, int(cfg.ResyncReads)))}}
 	seen := predicate.Funcs{
@@ -183,4 +187,15 @@ func Setup(mgr manager.Manager, cfg Config, reg prometheus.Registerer, log *slog
 		// One controller per manager; tests run a leader and a standby in one process.
 		WithOptions(controller.Options{MaxConcurrentReconciles: cfg.Workers, SkipNameValidation: ptr.To(true)}).
 		Complete(r)
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for f := range strings.SplitSeq(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

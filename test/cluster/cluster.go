@@ -87,6 +87,7 @@ func (m *Mock) AddNode(node string, shape Shape) (string, error) {
 		if _, err := m.CreateScaleSetVM(c.Subscription, c.ResourceGroup, "pool", inst, "pool-nic", netip.Addr{}); err != nil {
 			return "", err
 		}
+		m.SetComputerName(vm, node) // the controller checks the instance is the node's
 	default:
 		vm, nic = mockarm.VMID(c.Subscription, c.ResourceGroup, node), mockarm.NICID(c.Subscription, c.ResourceGroup, node+"-nic")
 		if _, err := m.CreateVM(c.Subscription, c.ResourceGroup, node, netip.Addr{}); err != nil {

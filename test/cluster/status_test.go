@@ -21,7 +21,7 @@ func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
 	e := newEnv(t, 0)
 	ctl := StartController(t, e.api.Config, e.mock.ControllerConfig(), stack.Quiet(t))
 	<-ctl.Elected
-	if err := e.c.Create(e.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}}); err != nil {
+	if err := e.c.Create(e.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "bare"}, Spec: corev1.NodeSpec{ProviderID: "aws:///us-east-1a/i-1"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := CRDNIC(e.ctx, e.cc, e.cache, "bare"); err != nil {
@@ -44,6 +44,51 @@ func TestANodeWithoutAnAzureProviderIDIsReportedNotWritten(t *testing.T) {
 	b, _ := io.ReadAll(out)
 	if !strings.Contains(string(b), "LAST ERROR") || !strings.Contains(string(b), "provider ID") || !strings.Contains(string(b), "False") {
 		t.Fatalf("kubectl get nnc bare shows no last error or Ready False:\n%s", b)
+	}
+}
+
+// A Node the cloud controller manager has not given a provider ID yet waits, unanswered; one
+// whose provider ID names another node's VM is refused and never written.
+func TestANodeWithoutAProviderIDWaitsAndOneNamingAnotherVMIsRefused(t *testing.T) {
+	e := newEnv(t, 0)
+	ctl := StartController(t, e.api.Config, e.mock.ControllerConfig(), stack.Quiet(t))
+	<-ctl.Elected
+	e.bareNode(t, "n1")
+	mc := mockarm.DefaultConfig()
+	for name, pid := range map[string]string{"early": "", "spoof": "azure://" + mockarm.VMID(mc.Subscription, mc.ResourceGroup, "n1")} {
+		if err := e.c.Create(e.ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.NodeSpec{ProviderID: pid}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := CRDNIC(e.ctx, e.cc, e.cache, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writes := e.mock.Stats().Writes
+	o := e.applied(t, "spoof", e.spec(t, "spoof", 4))
+	if c := meta.FindStatusCondition(o.Status.Conditions, v1.ConditionReady); c == nil || c.Status != metav1.ConditionFalse || c.Reason != v1.ReasonNICClaimed {
+		t.Fatalf("spoof: Ready %+v; want False/%s", c, v1.ReasonNICClaimed)
+	}
+	gen := e.spec(t, "early", 4)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		o := e.nnc(t, "early")
+		c := meta.FindStatusCondition(o.Status.Conditions, v1.ConditionReady)
+		if c != nil && c.Reason == v1.ReasonProviderIDNotSet {
+			if o.Status.ObservedGeneration >= gen {
+				t.Fatalf("early: generation %d answered without a provider ID", gen)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("early: no %s within a minute: %+v", v1.ReasonProviderIDNotSet, o.Status)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if w := e.mock.Stats().Writes - writes; w != 0 {
+		t.Fatalf("%d ARM writes for nodes without a VM of their own", w)
+	}
+	if a := e.mock.NodeNICAddrs("n1"); len(a) != 0 {
+		t.Fatalf("n1's NIC got %v from another node's spec", a)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v7"
@@ -53,6 +54,33 @@ func (s *Server) CreateScaleSetVM(sub, rg, scaleSet, instance, nic string, prima
 	return s.createWithVM(ScaleSetNICID(sub, rg, scaleSet, instance, nic), primary, ScaleSetVMID(sub, rg, scaleSet, instance))
 }
 
+// SetComputerName sets the osProfile.computerName the VM vmID (VMID or ScaleSetVMID) reports.
+// By default a standalone VM's is its name and a scale-set instance's is the scale set's name
+// followed by the instance ID in base 36 on six digits, as Azure names them.
+func (s *Server) SetComputerName(vmID, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.names == nil {
+		s.names = map[string]string{}
+	}
+	s.names[strings.ToLower(vmID)] = name
+}
+
+// computerNameLocked is the computer name of the VM vmID, whose own name (or, for a
+// scale-set instance, scale set and instance ID) is given.
+func (s *Server) computerNameLocked(vmID, vm, scaleSet, instance string) string {
+	if n, ok := s.names[strings.ToLower(vmID)]; ok {
+		return n
+	}
+	if scaleSet == "" {
+		return vm
+	}
+	if i, err := strconv.ParseUint(instance, 10, 64); err == nil {
+		return fmt.Sprintf("%s%06s", scaleSet, strconv.FormatUint(i, 36))
+	}
+	return scaleSet + instance
+}
+
 func (s *Server) createWithVM(nicID string, primary netip.Addr, vm string) (netip.Addr, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -93,7 +121,9 @@ func (s *Server) getVM(r *http.Request) (int, any, http.Header, error) {
 	}
 	return 200, armcompute.VirtualMachine{ID: ptr(id), Name: ptr(r.PathValue("vm")), Location: ptr(s.cfg.Location),
 		Type: ptr("Microsoft.Compute/virtualMachines"), Properties: &armcompute.VirtualMachineProperties{
-			ProvisioningState: ptr("Succeeded"), NetworkProfile: &armcompute.NetworkProfile{NetworkInterfaces: nics}}}, nil, nil
+			ProvisioningState: ptr("Succeeded"),
+			OSProfile:         &armcompute.OSProfile{ComputerName: ptr(s.computerNameLocked(id, r.PathValue("vm"), "", ""))},
+			NetworkProfile:    &armcompute.NetworkProfile{NetworkInterfaces: nics}}}, nil, nil
 }
 
 // scaleSetNICLocked finds the NIC of a scale-set VM.
@@ -136,9 +166,11 @@ func (s *Server) scaleSetView(id, instance string, n *armnetwork.Interface) armc
 	if p := n.Properties.ProvisioningState; p != nil {
 		state = string(*p)
 	}
-	return armcompute.VirtualMachineScaleSetVM{ID: ptr(id), Name: ptr(id[strings.Index(id, "virtualMachineScaleSets/")+24:strings.Index(id, "/virtualMachines/")] + "_" + instance),
+	scaleSet := id[strings.Index(id, "virtualMachineScaleSets/")+24 : strings.Index(id, "/virtualMachines/")]
+	return armcompute.VirtualMachineScaleSetVM{ID: ptr(id), Name: ptr(scaleSet + "_" + instance),
 		InstanceID: ptr(instance), Location: ptr(s.cfg.Location), Etag: n.Etag, Type: ptr("Microsoft.Compute/virtualMachineScaleSets/virtualMachines"),
 		Properties: &armcompute.VirtualMachineScaleSetVMProperties{ProvisioningState: ptr(state),
+			OSProfile: &armcompute.OSProfile{ComputerName: ptr(s.computerNameLocked(id, "", scaleSet, instance))},
 			NetworkProfile: &armcompute.NetworkProfile{NetworkInterfaces: []*armcompute.NetworkInterfaceReference{{ID: n.ID,
 				Properties: &armcompute.NetworkInterfaceReferenceProperties{Primary: ptr(true)}}}},
 			NetworkProfileConfiguration: &armcompute.VirtualMachineScaleSetVMNetworkProfileConfiguration{

@@ -61,6 +61,7 @@ type Server struct {
 	mu      sync.Mutex
 	subnet  *subnet
 	nics    map[string]*armnetwork.Interface // lower-case ID → NIC
+	names   map[string]string                // lower-case VM ID → computer name, when not the default
 	busy    map[string]*operation            // lower-case NIC ID → operation in progress
 	ops     map[string]*operation
 	buckets map[string]*bucket

@@ -31,6 +31,12 @@ const (
 	ReasonApplied     = "Applied"     // the spec generation is applied
 	ReasonPending     = "Pending"     // a write for the spec generation is queued or in flight
 	ReasonNICNotFound = "NICNotFound" // the controller cannot find the node's NIC
+	// ReasonNICClaimed: the node's provider ID leads to a NIC another node already has (or
+	// to a VM whose computer name is not the node's); the controller never writes it.
+	ReasonNICClaimed = "NICClaimed"
+	// ReasonProviderIDNotSet: the Node has no spec.providerID yet (the cloud controller
+	// manager sets it); retried, not an answer.
+	ReasonProviderIDNotSet = "ProviderIDNotSet"
 )
 
 // NodeNetworkConfig is one node's secondary addresses: what the node asks for and what the cloud

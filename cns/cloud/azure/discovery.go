@@ -45,7 +45,40 @@ func (cfg Config) FromInstance(inst imds.Instance) Config {
 // profile names but whose MAC differs is not taken: cns must never manage another VM's NIC.
 // Without a MAC (the cluster controller places nodes by provider ID), the VM's primary NIC.
 func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, vmName string, mac net.HardwareAddr) (Config, error) {
-	if cfg.NIC != "" {
+	return discoverNIC(ctx, cfg, cred, vmName, mac, "")
+}
+
+// DiscoverNodeNIC is DiscoverNIC for the cluster controller, which places a node by its
+// Node's provider ID, a field the node's kubelet may write: the VM (standalone or scale-set
+// instance) must also carry node as its osProfile.computerName (case aside), or no NIC is
+// returned, so a node cannot name another VM's NIC as its own.
+func DiscoverNodeNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, vmName, node string) (Config, error) {
+	if node == "" {
+		return cfg, errors.New("no node name to check the VM's computer name against")
+	}
+	return discoverNIC(ctx, cfg, cred, vmName, nil, node)
+}
+
+// ErrNotTheNode is wrapped by DiscoverNodeNIC's error when the VM's computer name is not
+// the node's.
+var ErrNotTheNode = errors.New("the VM's computer name is not the node's name")
+
+func checkOwner(os *armcompute.OSProfile, what, node string) error {
+	if node == "" {
+		return nil
+	}
+	var got string
+	if os != nil {
+		got = str(os.ComputerName)
+	}
+	if !strings.EqualFold(got, node) {
+		return fmt.Errorf("%s has computer name %q, not node %s: %w", what, got, node, ErrNotTheNode)
+	}
+	return nil
+}
+
+func discoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, vmName string, mac net.HardwareAddr, node string) (Config, error) {
+	if cfg.NIC != "" && node == "" {
 		return cfg, nil
 	}
 	opts, _, err := armOptions(cfg)
@@ -64,6 +97,13 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 		vm, err := vms.Get(ctx, cfg.ResourceGroup, cfg.ScaleSet, cfg.Instance, nil)
 		if err != nil {
 			return cfg, fmt.Errorf("read scale-set VM %s/%s: %w", cfg.ScaleSet, cfg.Instance, classify(err))
+		}
+		var os *armcompute.OSProfile
+		if vm.Properties != nil {
+			os = vm.Properties.OSProfile
+		}
+		if err := checkOwner(os, "scale-set VM "+cfg.ScaleSet+"/"+cfg.Instance, node); err != nil {
+			return cfg, err
 		}
 		name := primaryNICConfigName(vm.VirtualMachineScaleSetVM)
 		if name == "" {
@@ -89,6 +129,13 @@ func DiscoverNIC(ctx context.Context, cfg Config, cred azcore.TokenCredential, v
 	vm, err := vms.Get(ctx, cfg.ResourceGroup, vmName, nil)
 	if err != nil {
 		return cfg, fmt.Errorf("read VM %s: %w", vmName, classify(err))
+	}
+	var os *armcompute.OSProfile
+	if vm.Properties != nil {
+		os = vm.Properties.OSProfile
+	}
+	if err := checkOwner(os, "VM "+vmName, node); err != nil {
+		return cfg, err
 	}
 	var refs []*armcompute.NetworkInterfaceReference
 	if p := vm.Properties; p != nil && p.NetworkProfile != nil {
