@@ -27,6 +27,7 @@ import (
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
+	"github.com/vnet-cni/vnet-cni/ipampool"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
 )
 
@@ -104,6 +105,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteBurst < 1 || c.WriteRate <= 0 || c.Workers < 1 || c.MaxIPs < 1 || c.CloudTimeout <= 0 || c.ResyncPeriod < 0 || c.ResyncReads <= 0 {
 		errs = append(errs, errors.New("--write-burst, --write-rate, --workers, --max-ips, --cloud-timeout and --resync-reads must be positive, --resync-period not negative"))
+	}
+	if c.MaxIPs > ipampool.NICHardLimit-1 {
+		errs = append(errs, fmt.Errorf("--max-ips %d: Azure allows %d ip configurations on a NIC, the primary included", c.MaxIPs, ipampool.NICHardLimit))
 	}
 	if c.LeaderElect && !(c.LeaseDuration > c.RenewDeadline && c.RenewDeadline > c.RetryPeriod && c.RetryPeriod > 0) {
 		errs = append(errs, errors.New("want --lease-duration > --renew-deadline > --retry-period > 0"))
