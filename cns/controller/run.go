@@ -27,8 +27,8 @@ import (
 
 	v1 "github.com/vnet-cni/vnet-cni/cns/api/v1alpha1"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
-	"github.com/vnet-cni/vnet-cni/ipampool"
 	"github.com/vnet-cni/vnet-cni/cns/cloud/crd"
+	"github.com/vnet-cni/vnet-cni/ipampool"
 )
 
 // Config is everything the controller needs. Defaults are production values.
