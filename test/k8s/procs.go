@@ -1,6 +1,7 @@
 package k8s
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -127,4 +128,33 @@ func ancestors() map[int]bool {
 		pid, _ = strconv.Atoi(f[1])
 	}
 	return out
+}
+
+// OwnerFile, in a run's directory, holds the pid of the test process that made it.
+const OwnerFile = "owner.pid"
+
+// SweepStaleRuns removes what earlier runs left when their test process died without
+// closing (go test's timeout, a kill): for every directory matching pattern whose
+// OwnerFile names a dead process, the processes marked by it (containerd shims and their
+// containers survive their parent), then the directory. A run that is still alive, or a
+// directory without an owner, is left alone. Namespaces go with vnet.SweepStale.
+func SweepStaleRuns(pattern string) error {
+	dirs, err := filepath.Glob(pattern)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, d := range dirs {
+		b, err := os.ReadFile(filepath.Join(d, OwnerFile))
+		if err != nil {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil || pid <= 1 || syscall.Kill(pid, 0) == nil {
+			continue
+		}
+		mark := d + "/"
+		errs = append(errs, killMarked(func() map[int]string { return processesMarked(mark, true) }), os.RemoveAll(d))
+	}
+	return errors.Join(errs...)
 }

@@ -4,15 +4,18 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/test/k8s"
+	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
 
 var images k8s.Images
@@ -24,6 +27,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	// A run killed before it could close leaves its containers (their shims outlive it),
+	// namespaces and files: remove them before starting.
+	if err := errors.Join(k8s.SweepStaleRuns(filepath.Join(os.TempDir(), "vk8s-*")), vnet.SweepStale()); err != nil {
+		fmt.Fprintln(os.Stderr, "sweeping earlier runs:", err)
+	}
 	dir, err := os.MkdirTemp("", "vnet-k8s-e2e-images")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -72,6 +80,9 @@ func newCluster(t *testing.T, ctx context.Context, tag string, nodes int) *k8s.C
 	requireHost(t)
 	dir, err := os.MkdirTemp("", "vk8s-")
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, k8s.OwnerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
