@@ -77,7 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Kube.GCGrace, "pod-gc-grace", c.Kube.GCGrace, "how long an allocation's pod must be gone from the API server before its address is released")
 
 	fs.StringVar(&c.IPAMSource, "ipam-source", c.IPAMSource, "azure (cns writes its NIC), crd (cluster mode: the node's NodeNetworkConfig) or auto (crd when the API server serves it)")
-	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud (http:// only for a local mockarm)")
+	c.Azure.RegisterAccessFlags(fs)
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "subscription ID of the node NIC; default from IMDS")
 	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "resource group of the node NIC (or of its scale set); default from IMDS")
 	fs.StringVar(&c.Azure.NIC, "nic", c.Azure.NIC, "name of the node NIC; default: found through ARM from the VM IMDS names, by MAC")
@@ -85,9 +85,6 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Azure.Instance, "vmss-instance", c.Azure.Instance, "instance ID of the node VM in --vmss; default from IMDS")
 	fs.StringVar(&c.IMDSEndpoint, "imds-endpoint", c.IMDSEndpoint, "instance metadata service asked for whatever the flags above leave out")
 	fs.DurationVar(&c.BootstrapTimeout, "bootstrap-timeout", c.BootstrapTimeout, "longest time to find the node NIC at start (IMDS, token, ARM); then cns exits")
-	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default (azidentity chain) or static (mockarm)")
-	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
-	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
 	fs.DurationVar(&c.Azure.PollInterval, "lro-poll-interval", azure.DefaultPollInterval, "wait between polls of a NIC write when ARM sends no Retry-After (ARM's Retry-After is always followed)")
 	fs.BoolVar(&c.Azure.FastPoll, "lro-fast-poll", false, "poll NIC writes from 20 ms up to 1 s, for a local mockarm (implied by an http:// --arm-endpoint)")
 

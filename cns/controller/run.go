@@ -71,14 +71,11 @@ func DefaultConfig() Config {
 // RegisterFlags binds every knob to fs.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.Kubeconfig, "kubeconfig", c.Kubeconfig, "kubeconfig; empty is in-cluster or $KUBECONFIG")
-	fs.StringVar(&c.Azure.Endpoint, "arm-endpoint", c.Azure.Endpoint, "ARM endpoint; empty is Azure public cloud")
+	c.Azure.RegisterAccessFlags(fs)
 	fs.StringVar(&c.Azure.Subscription, "subscription", c.Azure.Subscription, "with --nic-name-format: subscription of the node NICs")
 	fs.StringVar(&c.Azure.ResourceGroup, "resource-group", c.Azure.ResourceGroup, "with --nic-name-format: resource group of the node NICs")
 	fs.StringVar(&c.NICNameFormat, "nic-name-format", c.NICNameFormat, "NIC name of a node (%s is the node name) instead of discovery from the Node's spec.providerID")
 	fs.StringVar(&c.AllowedGroups, "allowed-resource-groups", c.AllowedGroups, "comma-separated subscription/resourceGroup pairs a Node's spec.providerID may name; empty allows any")
-	fs.StringVar(&c.Azure.Auth, "auth", c.Azure.Auth, "credential: managed-identity, default or static (mockarm)")
-	fs.StringVar(&c.Azure.ClientID, "identity-client-id", c.Azure.ClientID, "client ID of a user-assigned managed identity")
-	fs.StringVar(&c.Azure.StaticToken, "static-token", "mock", "bearer token for --auth static")
 	fs.IntVar(&c.WriteBurst, "write-burst", c.WriteBurst, "ARM write budget: bucket size (Azure: 200 per subscription and region)")
 	fs.Float64Var(&c.WriteRate, "write-rate", c.WriteRate, "ARM write budget: writes per second refilled (Azure: 10)")
 	fs.IntVar(&c.Workers, "workers", c.Workers, "nodes whose NIC is written concurrently (one write per node at a time)")
