@@ -340,6 +340,14 @@ func testConfig() ManagerConfig {
 func startManager(t *testing.T, cfg ManagerConfig, nic NICAPI, st Store) *Manager {
 	t.Helper()
 	cfg.ReleaseSpool = t.TempDir()
+	m := runManager(t, cfg, nic, st)
+	<-m.Ready()
+	return m
+}
+
+// runManager restores a manager over nic and st and runs it until the test ends.
+func runManager(t *testing.T, cfg ManagerConfig, nic NICAPI, st Store) *Manager {
+	t.Helper()
 	m, err := NewManager(cfg, nic, st, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +359,6 @@ func startManager(t *testing.T, cfg ManagerConfig, nic NICAPI, st Store) *Manage
 	done := make(chan struct{})
 	go func() { defer close(done); m.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	<-m.Ready()
 	return m
 }
 

@@ -60,18 +60,8 @@ func newTestManager(t *testing.T, nic NICAPI, spool string, allocs ...store.Allo
 	}
 	cfg := ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: time.Hour,
 		ReconcileInterval: time.Hour, BackoffMin: time.Second, BackoffMax: time.Second, ReleaseSpool: spool}
-	m, err := NewManager(cfg, nic, st, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Restore(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); m.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; st.Close() })
-	return m
+	t.Cleanup(func() { st.Close() }) // after the manager has stopped (cleanups run last first)
+	return runManager(t, cfg, nic, st)
 }
 
 // A request that arrives while cns starts waits for the pool; startup replays spooled

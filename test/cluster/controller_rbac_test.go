@@ -1,9 +1,6 @@
 package cluster
 
 import (
-	"io"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -21,13 +18,7 @@ import (
 // and no more than that Lease in kube-system: running it as its ServiceAccount proves the first.
 func TestControllerRBACOfTheManifestIsItsLeaseAndNoOtherLease(t *testing.T) {
 	e := newEnv(t, 0)
-	_, file, _, _ := runtime.Caller(0)
-	manifest := filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "cluster-mode", "controller.yaml")
-	if out, stderr, err := e.api.env.ControlPlane.KubeCtl().Run("apply", "-f", manifest); err != nil {
-		o, _ := io.ReadAll(out)
-		se, _ := io.ReadAll(stderr)
-		t.Fatalf("kubectl apply %s: %v\n%s%s", manifest, err, o, se)
-	}
+	e.applyClusterMode(t, "controller.yaml")
 	u, err := e.api.env.AddUser(envtest.User{Name: "system:serviceaccount:kube-system:vnet-controller",
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}}, nil)
 	if err != nil {

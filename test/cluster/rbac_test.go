@@ -17,13 +17,7 @@ import (
 
 func TestANodeMayWriteOnlyItsOwnNodeNetworkConfig(t *testing.T) {
 	e := newEnv(t, 0)
-	_, file, _, _ := runtime.Caller(0)
-	manifest := filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "cluster-mode", "node-rbac.yaml")
-	if out, stderr, err := e.api.env.ControlPlane.KubeCtl().Run("apply", "-f", manifest); err != nil {
-		o, _ := io.ReadAll(out)
-		se, _ := io.ReadAll(stderr)
-		t.Fatalf("kubectl apply %s: %v\n%s%s", manifest, err, o, se)
-	}
+	e.applyClusterMode(t, "node-rbac.yaml")
 	e.bareNode(t, "n1")
 	e.bareNode(t, "n2")
 	u, err := e.api.env.AddUser(envtest.User{Name: "system:node:n1", Groups: []string{"system:nodes"}}, nil)
@@ -67,5 +61,17 @@ func TestANodeMayWriteOnlyItsOwnNodeNetworkConfig(t *testing.T) {
 	st.Status.AssignedIPCount = 200
 	if err := nc.Status().Patch(e.ctx, st, client.MergeFrom(o)); !apierrors.IsForbidden(err) {
 		t.Fatalf("node n1 writing its status: got %v, want Forbidden", err)
+	}
+}
+
+// applyClusterMode applies one of the repo's cluster-mode manifests (cns/deploy/cluster-mode).
+func (e *env) applyClusterMode(t *testing.T, name string) {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	manifest := filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "cluster-mode", name)
+	if out, stderr, err := e.api.env.ControlPlane.KubeCtl().Run("apply", "-f", manifest); err != nil {
+		o, _ := io.ReadAll(out)
+		se, _ := io.ReadAll(stderr)
+		t.Fatalf("kubectl apply %s: %v\n%s%s", manifest, err, o, se)
 	}
 }
