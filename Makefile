@@ -106,7 +106,7 @@ bench-deps: $(TOOLS)/.cnitool-$(CNITOOL_VERSION) $(REF_CNI)/.plugins-$(CNI_PLUGI
 
 tools: $(TOOLS)/.controller-gen-$(CONTROLLER_GEN_VERSION) $(TOOLS)/.buf-$(BUF_VERSION) $(TOOLS)/.grpcurl-$(GRPCURL_VERSION) $(TOOLS)/.cnitool-$(CNITOOL_VERSION)
 
-# Regenerate the committed Go code from proto/cns/v1/cns.proto.
+# Regenerate the committed Go code from proto/cns/v1/*.proto.
 proto: $(TOOLS)/.buf-$(BUF_VERSION)
 	buf lint
 	buf generate
@@ -116,9 +116,7 @@ proto-check: $(TOOLS)/.buf-$(BUF_VERSION)
 	buf lint
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	  buf generate --output $$tmp && \
-	  for f in $$tmp/proto/cns/v1/*.pb.go; do \
-	    diff -q $$f proto/cns/v1/$$(basename $$f) || { echo "generated code is stale: run make proto"; exit 1; }; \
-	  done
+	  diff -r -q $$tmp/proto proto -x '*.proto' -x '*_test.go' -x domain.go || { echo "generated code is stale: run make proto"; exit 1; }
 
 # Regenerate the NodeNetworkConfig deepcopy code and CRD manifest from cns/api.
 API_DIRS := ./cns/api/...

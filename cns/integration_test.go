@@ -20,6 +20,7 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/cns"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
@@ -69,11 +70,11 @@ func TestWarmPoolRequestReleaseAndTCPIsReadOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	_, err = cnsv1.NewIPAMServiceClient(conn).RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "x", Ifname: "eth0"})
+	_, err = cnsv1grpc.NewIPAMServiceClient(conn).RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "x", Ifname: "eth0"})
 	if status.Code(err) != codes.Unimplemented {
 		t.Fatalf("IPAMService over TCP: %v, want Unimplemented", err)
 	}
-	if _, err := cnsv1.NewPoolServiceClient(conn).GetPool(ctx, &cnsv1.GetPoolRequest{}); err != nil {
+	if _, err := cnsv1grpc.NewPoolServiceClient(conn).GetPool(ctx, &cnsv1.GetPoolRequest{}); err != nil {
 		t.Fatalf("PoolService over TCP: %v", err)
 	}
 	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "cns.v1.IPAMService"})

@@ -5,15 +5,16 @@ import (
 	"net/netip"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
 // ipamService is the mutating cns.v1.IPAMService, served only on the unix socket.
 type ipamService struct {
-	cnsv1.UnimplementedIPAMServiceServer
+	cnsv1grpc.UnimplementedIPAMServiceServer
 	m *Manager
 }
 
-var _ cnsv1.IPAMServiceServer = (*ipamService)(nil)
+var _ cnsv1grpc.IPAMServiceServer = (*ipamService)(nil)
 
 func (s *ipamService) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
 	o, err := ownerOf(req, s.m.legacyNetwork())

@@ -8,12 +8,13 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/ipampool"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
 // poolService is the read-only cns.v1.PoolService. Each listener has its own, with its own
 // bound on WatchPool subscribers, so watchers on the TCP listener cannot starve the node's own.
 type poolService struct {
-	cnsv1.UnimplementedPoolServiceServer
+	cnsv1grpc.UnimplementedPoolServiceServer
 	m        *Manager
 	watchers chan struct{} // one slot per WatchPool stream
 }
@@ -29,7 +30,7 @@ func newPoolService(m *Manager, maxWatchers int) *poolService {
 	return &poolService{m: m, watchers: make(chan struct{}, maxWatchers)}
 }
 
-var _ cnsv1.PoolServiceServer = (*poolService)(nil)
+var _ cnsv1grpc.PoolServiceServer = (*poolService)(nil)
 
 func countsPB(c ipampool.Counts) *cnsv1.PoolCounts {
 	return &cnsv1.PoolCounts{Pending: uint32(c.Pending), Available: uint32(c.Available), Assigned: uint32(c.Assigned),
@@ -82,7 +83,7 @@ func (s *poolService) ListAllocations(context.Context, *cnsv1.ListAllocationsReq
 	return out, nil
 }
 
-func (s *poolService) WatchPool(_ *cnsv1.WatchPoolRequest, stream cnsv1.PoolService_WatchPoolServer) error {
+func (s *poolService) WatchPool(_ *cnsv1.WatchPoolRequest, stream cnsv1grpc.PoolService_WatchPoolServer) error {
 	select {
 	case s.watchers <- struct{}{}:
 		defer func() { <-s.watchers }()

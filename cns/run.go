@@ -24,7 +24,7 @@ import (
 	"github.com/vnet-cni/vnet-cni/cns/k8s"
 	"github.com/vnet-cni/vnet-cni/cns/masq"
 	"github.com/vnet-cni/vnet-cni/cns/store"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
 var (
@@ -169,13 +169,13 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		return err
 	}
 	hs := health.NewServer()
-	hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(cnsv1grpc.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	// Stream workers reuse warm goroutines instead of growing a fresh stack per RPC.
 	opts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(metricsInterceptor), grpc.MaxRecvMsgSize(8 << 20),
 		grpc.NumStreamWorkers(uint32(max(runtime.GOMAXPROCS(0), 2)))}
 	full := grpc.NewServer(opts...)
-	cnsv1.RegisterIPAMServiceServer(full, &ipamService{m: m})
-	cnsv1.RegisterPoolServiceServer(full, newPoolService(m, maxWatchersUnix))
+	cnsv1grpc.RegisterIPAMServiceServer(full, &ipamService{m: m})
+	cnsv1grpc.RegisterPoolServiceServer(full, newPoolService(m, maxWatchersUnix))
 	healthpb.RegisterHealthServer(full, hs)
 	reflection.Register(full)
 	servers := []*grpc.Server{full}
@@ -191,7 +191,7 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 		// Read-only: IPAMService is not registered, so it is Unimplemented here. Anyone on
 		// the host can reach it, so its streams per connection are bounded too.
 		ro := grpc.NewServer(append(opts, grpc.MaxConcurrentStreams(maxStreamsTCP))...)
-		cnsv1.RegisterPoolServiceServer(ro, newPoolService(m, maxWatchersTCP))
+		cnsv1grpc.RegisterPoolServiceServer(ro, newPoolService(m, maxWatchersTCP))
 		healthpb.RegisterHealthServer(ro, hs)
 		reflection.Register(ro)
 		servers = append(servers, ro)
@@ -222,7 +222,7 @@ func Serve(ctx context.Context, cfg Config, nic NICAPI, st Store, log *slog.Logg
 	go func() {
 		select {
 		case <-m.Ready():
-			hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+			hs.SetServingStatus(cnsv1grpc.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 			log.Info("pool open to requests: NIC read and reconciled")
 		case <-loopCtx.Done():
 		}

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
@@ -23,7 +24,7 @@ func TestWatchPoolSubscribersAreBoundedOnTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	pool := cnsv1.NewPoolServiceClient(conn)
+	pool := cnsv1grpc.NewPoolServiceClient(conn)
 	ctx, cancel := context.WithCancel(s.Ctx())
 	defer cancel()
 	const bound = 16

@@ -16,7 +16,7 @@ func BenchmarkDialAndStatus(b *testing.B) {
 	ctx := context.Background()
 	b.ResetTimer()
 	for b.Loop() {
-		c, err := plugin.DialGRPC(conf)
+		c, err := plugin.DialCNS(conf)
 		if err != nil {
 			b.Fatal(err)
 		}

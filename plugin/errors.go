@@ -7,7 +7,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
+
+	"github.com/vnet-cni/vnet-cni/plugin/unary"
 )
 
 // Kinds of failure, wrapped with %w where they happen; toCNIError is the one place they
@@ -64,9 +65,9 @@ func toCNIError(err error) *types.Error {
 
 // grpcCode finds a gRPC status anywhere in err's chain.
 func grpcCode(err error) codes.Code {
-	var se interface{ GRPCStatus() *status.Status }
+	var se *unary.Error
 	if errors.As(err, &se) {
-		return se.GRPCStatus().Code()
+		return se.Code
 	}
 	return codes.OK
 }

@@ -24,7 +24,7 @@ type Plugin struct {
 }
 
 // New returns a plugin talking gRPC to cns.
-func New() *Plugin { return &Plugin{Dial: DialGRPC, Now: time.Now} }
+func New() *Plugin { return &Plugin{Dial: DialCNS, Now: time.Now} }
 
 // Funcs returns the handlers for skel, each error mapped to its CNI code.
 func (p *Plugin) Funcs() skel.CNIFuncs {

@@ -15,7 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
 // Config is what to install where, and how to reach cns.
@@ -60,7 +60,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 			return err
 		}
 		if !c.Alive && st != healthpb.HealthCheckResponse_SERVING {
-			return fmt.Errorf("cns health %s: %s", cnsv1.IPAMService_ServiceDesc.ServiceName, st)
+			return fmt.Errorf("cns health %s: %s", cnsv1grpc.IPAMService_ServiceDesc.ServiceName, st)
 		}
 		return nil
 	}
@@ -83,7 +83,7 @@ func Run(ctx context.Context, c Config, log *slog.Logger) error {
 func check(ctx context.Context, hc healthpb.HealthClient, timeout time.Duration) (healthpb.HealthCheckResponse_ServingStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: cnsv1.IPAMService_ServiceDesc.ServiceName})
+	r, err := hc.Check(ctx, &healthpb.HealthCheckRequest{Service: cnsv1grpc.IPAMService_ServiceDesc.ServiceName})
 	if err != nil {
 		return healthpb.HealthCheckResponse_UNKNOWN, fmt.Errorf("cns health check: %w", err)
 	}

@@ -15,14 +15,14 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
 // The CNI config appears only after cns reports SERVING, and then whole, with the plugin
 // executable beside it.
 func TestInstallsConflistOnlyOnceCNSIsServing(t *testing.T) {
 	hs := health.NewServer()
-	hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(cnsv1grpc.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
 	var checks atomic.Int32
 	srv := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		checks.Add(1)
@@ -65,7 +65,7 @@ func TestInstallsConflistOnlyOnceCNSIsServing(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.ConfDir, "10-vnet.conflist")); !os.IsNotExist(err) {
 		t.Fatalf("conflist present before cns was serving (%v)", err)
 	}
-	hs.SetServingStatus(cnsv1.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(cnsv1grpc.IPAMService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

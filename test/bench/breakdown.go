@@ -56,7 +56,7 @@ func breakdown(ctx context.Context, c Config, r *Results) error {
 	var dial, req, rel []float64
 	for i := range c.Iterations {
 		start := time.Now()
-		client, err := plugin.DialGRPC(conf)
+		client, err := plugin.DialCNS(conf)
 		if err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/plugin"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
@@ -83,7 +84,7 @@ func burst(ctx context.Context, c Config, r *Results) error {
 	return nil
 }
 
-func settle(pool cnsv1.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
+func settle(pool cnsv1grpc.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
 	_, err := stack.PollPool(pool, 30*time.Second, func(p *cnsv1.GetPoolResponse) bool { return cond(p.GetCounts()) })
 	return err
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
@@ -69,19 +70,19 @@ func freePort(t *testing.T) string {
 }
 
 // cnsClient dials a cns socket and waits until it has read the NIC.
-func cnsClient(t *testing.T, socket, logPath string) (cnsv1.IPAMServiceClient, cnsv1.PoolServiceClient) {
+func cnsClient(t *testing.T, socket, logPath string) (cnsv1grpc.IPAMServiceClient, cnsv1grpc.PoolServiceClient) {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	ipam := cnsv1.NewIPAMServiceClient(conn)
+	ipam := cnsv1grpc.NewIPAMServiceClient(conn)
 	if err := stack.WaitCNSReady(ipam, 20*time.Second); err != nil {
 		b, _ := os.ReadFile(logPath)
 		t.Fatalf("%v; its log:\n%s", err, b)
 	}
-	return ipam, cnsv1.NewPoolServiceClient(conn)
+	return ipam, cnsv1grpc.NewPoolServiceClient(conn)
 }
 
 func TestKill9KeepsAllocationsAndCooldowns(t *testing.T) {

@@ -23,6 +23,7 @@ import (
 	"github.com/vnet-cni/vnet-cni/cns/cloud/azure"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 )
 
@@ -51,8 +52,8 @@ type Stack struct {
 	TCPAddr  string
 	Cfg      cns.Config
 	Conn     *grpc.ClientConn // unix socket
-	IPAM     cnsv1.IPAMServiceClient
-	Pool     cnsv1.PoolServiceClient
+	IPAM     cnsv1grpc.IPAMServiceClient
+	Pool     cnsv1grpc.PoolServiceClient
 	mockSrv  *httptest.Server
 	handler  atomic.Pointer[http.Handler] // what mockSrv serves; swapped while serving
 	cancel   context.CancelFunc
@@ -185,7 +186,7 @@ func (s *Stack) StartCNS() {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	s.Conn, s.IPAM, s.Pool = conn, cnsv1.NewIPAMServiceClient(conn), cnsv1.NewPoolServiceClient(conn)
+	s.Conn, s.IPAM, s.Pool = conn, cnsv1grpc.NewIPAMServiceClient(conn), cnsv1grpc.NewPoolServiceClient(conn)
 	s.WaitReady()
 }
 
@@ -198,7 +199,7 @@ func (s *Stack) WaitReady() {
 }
 
 // WaitCNSReady polls a cns's Status until it has read the NIC (no longer STARTING).
-func WaitCNSReady(ipam cnsv1.IPAMServiceClient, within time.Duration) error {
+func WaitCNSReady(ipam cnsv1grpc.IPAMServiceClient, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -254,7 +255,7 @@ func (s *Stack) WaitFor(what string, cond func(*cnsv1.GetPoolResponse) bool) *cn
 
 // PollPool polls a cns's GetPool until cond holds or within passes; the error carries the
 // last pool seen.
-func PollPool(pool cnsv1.PoolServiceClient, within time.Duration, cond func(*cnsv1.GetPoolResponse) bool) (*cnsv1.GetPoolResponse, error) {
+func PollPool(pool cnsv1grpc.PoolServiceClient, within time.Duration, cond func(*cnsv1.GetPoolResponse) bool) (*cnsv1.GetPoolResponse, error) {
 	deadline := time.Now().Add(within)
 	var last *cnsv1.GetPoolResponse
 	for time.Now().Before(deadline) {

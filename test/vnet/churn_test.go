@@ -16,6 +16,7 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/plugin"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
 
@@ -81,7 +82,7 @@ func (l *liveSet) snapshot() map[netip.Addr]string {
 // before and after the listing and that cns lists for another pod has been handed out twice.
 // (A pod live across the whole listing held its address throughout; cns being down, killed
 // by the chaos, skips the round.)
-func (l *liveSet) checkCNS(ctx context.Context, pool cnsv1.PoolServiceClient) error {
+func (l *liveSet) checkCNS(ctx context.Context, pool cnsv1grpc.PoolServiceClient) error {
 	before := l.snapshot()
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
@@ -44,8 +44,8 @@ type Node struct {
 
 	cmd  *exec.Cmd
 	conn *grpc.ClientConn
-	IPAM cnsv1.IPAMServiceClient
-	Pool cnsv1.PoolServiceClient
+	IPAM cnsv1grpc.IPAMServiceClient
+	Pool cnsv1grpc.PoolServiceClient
 	list *libcni.NetworkConfigList
 	cni  *libcni.CNIConfig
 }
@@ -171,7 +171,7 @@ func (n *Node) StartCNS() error {
 		if n.conn, err = grpc.NewClient("unix://"+n.Socket, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
 			return err
 		}
-		n.IPAM, n.Pool = cnsv1.NewIPAMServiceClient(n.conn), cnsv1.NewPoolServiceClient(n.conn)
+		n.IPAM, n.Pool = cnsv1grpc.NewIPAMServiceClient(n.conn), cnsv1grpc.NewPoolServiceClient(n.conn)
 	}
 	if stack.WaitCNSReady(n.IPAM, 20*time.Second) == nil {
 		return nil

@@ -4,8 +4,9 @@
 // 	protoc        (unknown)
 // source: cns/v1/cns.proto
 
-// Package cns.v1 is the node IP service API. IPAMService mutates the pool and is served only
-// on the root-only unix socket; PoolService is read-only and is also served on loopback TCP.
+// Package cns.v1 is the node IP service API: this file holds its messages, service.proto its
+// services. IPAMService mutates the pool and is served only on the root-only unix socket;
+// PoolService is read-only and is also served on loopback TCP.
 
 package cnsv1
 
@@ -1652,18 +1653,7 @@ const file_cns_v1_cns_proto_rawDesc = "" +
 	"\x13EVENT_TYPE_ASSIGNED\x10\x03\x12\x17\n" +
 	"\x13EVENT_TYPE_RELEASED\x10\x04\x12\x14\n" +
 	"\x10EVENT_TYPE_ERROR\x10\x05\x12\x19\n" +
-	"\x15EVENT_TYPE_RECONCILED\x10\x062\xa1\x02\n" +
-	"\vIPAMService\x12C\n" +
-	"\n" +
-	"RequestIPs\x12\x19.cns.v1.RequestIPsRequest\x1a\x1a.cns.v1.RequestIPsResponse\x12C\n" +
-	"\n" +
-	"ReleaseIPs\x12\x19.cns.v1.ReleaseIPsRequest\x1a\x1a.cns.v1.ReleaseIPsResponse\x12O\n" +
-	"\x0eGarbageCollect\x12\x1d.cns.v1.GarbageCollectRequest\x1a\x1e.cns.v1.GarbageCollectResponse\x127\n" +
-	"\x06Status\x12\x15.cns.v1.StatusRequest\x1a\x16.cns.v1.StatusResponse2\xe1\x01\n" +
-	"\vPoolService\x12:\n" +
-	"\aGetPool\x12\x16.cns.v1.GetPoolRequest\x1a\x17.cns.v1.GetPoolResponse\x12R\n" +
-	"\x0fListAllocations\x12\x1e.cns.v1.ListAllocationsRequest\x1a\x1f.cns.v1.ListAllocationsResponse\x12B\n" +
-	"\tWatchPool\x12\x18.cns.v1.WatchPoolRequest\x1a\x19.cns.v1.WatchPoolResponse0\x01B1Z/github.com/vnet-cni/vnet-cni/proto/cns/v1;cnsv1b\x06proto3"
+	"\x15EVENT_TYPE_RECONCILED\x10\x06B1Z/github.com/vnet-cni/vnet-cni/proto/cns/v1;cnsv1b\x06proto3"
 
 var (
 	file_cns_v1_cns_proto_rawDescOnce sync.Once
@@ -1720,22 +1710,8 @@ var file_cns_v1_cns_proto_depIdxs = []int32{
 	1,  // 11: cns.v1.WatchPoolResponse.type:type_name -> cns.v1.EventType
 	23, // 12: cns.v1.WatchPoolResponse.at:type_name -> google.protobuf.Timestamp
 	14, // 13: cns.v1.WatchPoolResponse.counts:type_name -> cns.v1.PoolCounts
-	2,  // 14: cns.v1.IPAMService.RequestIPs:input_type -> cns.v1.RequestIPsRequest
-	6,  // 15: cns.v1.IPAMService.ReleaseIPs:input_type -> cns.v1.ReleaseIPsRequest
-	9,  // 16: cns.v1.IPAMService.GarbageCollect:input_type -> cns.v1.GarbageCollectRequest
-	11, // 17: cns.v1.IPAMService.Status:input_type -> cns.v1.StatusRequest
-	13, // 18: cns.v1.PoolService.GetPool:input_type -> cns.v1.GetPoolRequest
-	18, // 19: cns.v1.PoolService.ListAllocations:input_type -> cns.v1.ListAllocationsRequest
-	21, // 20: cns.v1.PoolService.WatchPool:input_type -> cns.v1.WatchPoolRequest
-	5,  // 21: cns.v1.IPAMService.RequestIPs:output_type -> cns.v1.RequestIPsResponse
-	7,  // 22: cns.v1.IPAMService.ReleaseIPs:output_type -> cns.v1.ReleaseIPsResponse
-	10, // 23: cns.v1.IPAMService.GarbageCollect:output_type -> cns.v1.GarbageCollectResponse
-	12, // 24: cns.v1.IPAMService.Status:output_type -> cns.v1.StatusResponse
-	17, // 25: cns.v1.PoolService.GetPool:output_type -> cns.v1.GetPoolResponse
-	20, // 26: cns.v1.PoolService.ListAllocations:output_type -> cns.v1.ListAllocationsResponse
-	22, // 27: cns.v1.PoolService.WatchPool:output_type -> cns.v1.WatchPoolResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for method output_type
+	14, // [14:14] is the sub-list for method input_type
 	14, // [14:14] is the sub-list for extension type_name
 	14, // [14:14] is the sub-list for extension extendee
 	0,  // [0:14] is the sub-list for field type_name
@@ -1754,7 +1730,7 @@ func file_cns_v1_cns_proto_init() {
 			NumEnums:      2,
 			NumMessages:   21,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   0,
 		},
 		GoTypes:           file_cns_v1_cns_proto_goTypes,
 		DependencyIndexes: file_cns_v1_cns_proto_depIdxs,

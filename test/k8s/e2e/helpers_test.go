@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/k8s"
 	"github.com/vnet-cni/vnet-cni/test/vnet"
 )
@@ -93,18 +94,18 @@ func podReady(p *corev1.Pod) bool {
 }
 
 // cnsClient dials the cns of node n through its socket in the node's /run.
-func cnsClient(t *testing.T, n *k8s.Node) cnsv1.PoolServiceClient {
+func cnsClient(t *testing.T, n *k8s.Node) cnsv1grpc.PoolServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient("unix://"+n.Path("/run/cns/cns.sock"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return cnsv1.NewPoolServiceClient(conn)
+	return cnsv1grpc.NewPoolServiceClient(conn)
 }
 
 // allocations lists a node's cns allocations, address → "namespace/name".
-func allocations(t *testing.T, ctx context.Context, pool cnsv1.PoolServiceClient) map[netip.Addr]string {
+func allocations(t *testing.T, ctx context.Context, pool cnsv1grpc.PoolServiceClient) map[netip.Addr]string {
 	t.Helper()
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

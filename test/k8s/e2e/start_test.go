@@ -18,7 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/k8s"
 )
 
@@ -61,7 +61,7 @@ func testPodStart(t *testing.T, ctx context.Context, w *world) {
 		"vnet-cni median %.0f ms p90 %.0f ms; ptp+host-local median %.0f ms p90 %.0f ms",
 		len(ours), quantile(ours, 0.5), quantile(ours, 0.9), quantile(ref, 0.5), quantile(ref, 0.9))
 	t.Log(line)
-	pools := make([]cnsv1.PoolServiceClient, len(c.Nodes)) // one connection per node, not per poll
+	pools := make([]cnsv1grpc.PoolServiceClient, len(c.Nodes)) // one connection per node, not per poll
 	for i, n := range c.Nodes {
 		pools[i] = cnsClient(t, n)
 	}

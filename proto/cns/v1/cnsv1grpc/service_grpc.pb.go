@@ -2,15 +2,17 @@
 // versions:
 // - protoc-gen-go-grpc v1.6.2
 // - protoc             (unknown)
-// source: cns/v1/cns.proto
+// source: cns/v1/service.proto
 
-// Package cns.v1 is the node IP service API. IPAMService mutates the pool and is served only
-// on the root-only unix socket; PoolService is read-only and is also served on loopback TCP.
+// The services of cns.v1, apart from its messages (cns.proto). They generate into their own Go
+// package, so a client that only needs the messages (the CNI plugin, exec'd for every pod)
+// does not link grpc-go and pay its package initialisation at every start.
 
-package cnsv1
+package cnsv1grpc
 
 import (
 	context "context"
+	v1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	grpc "google.golang.org/grpc"
 	codes "google.golang.org/grpc/codes"
 	status "google.golang.org/grpc/status"
@@ -38,14 +40,14 @@ const (
 type IPAMServiceClient interface {
 	// RequestIPs returns the pod's IP configuration, assigning one from the warm pool when the key
 	// has none. It waits, bounded, for a scale-up when the pool is empty.
-	RequestIPs(ctx context.Context, in *RequestIPsRequest, opts ...grpc.CallOption) (*RequestIPsResponse, error)
+	RequestIPs(ctx context.Context, in *v1.RequestIPsRequest, opts ...grpc.CallOption) (*v1.RequestIPsResponse, error)
 	// ReleaseIPs returns the key's addresses to the pool (they cool down before reuse).
 	// An unknown key is success.
-	ReleaseIPs(ctx context.Context, in *ReleaseIPsRequest, opts ...grpc.CallOption) (*ReleaseIPsResponse, error)
+	ReleaseIPs(ctx context.Context, in *v1.ReleaseIPsRequest, opts ...grpc.CallOption) (*v1.ReleaseIPsResponse, error)
 	// GarbageCollect releases every allocation whose attachment is not in valid_attachments.
-	GarbageCollect(ctx context.Context, in *GarbageCollectRequest, opts ...grpc.CallOption) (*GarbageCollectResponse, error)
+	GarbageCollect(ctx context.Context, in *v1.GarbageCollectRequest, opts ...grpc.CallOption) (*v1.GarbageCollectResponse, error)
 	// Status tells whether the service can hand out addresses now.
-	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error)
 }
 
 type iPAMServiceClient struct {
@@ -56,9 +58,9 @@ func NewIPAMServiceClient(cc grpc.ClientConnInterface) IPAMServiceClient {
 	return &iPAMServiceClient{cc}
 }
 
-func (c *iPAMServiceClient) RequestIPs(ctx context.Context, in *RequestIPsRequest, opts ...grpc.CallOption) (*RequestIPsResponse, error) {
+func (c *iPAMServiceClient) RequestIPs(ctx context.Context, in *v1.RequestIPsRequest, opts ...grpc.CallOption) (*v1.RequestIPsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(RequestIPsResponse)
+	out := new(v1.RequestIPsResponse)
 	err := c.cc.Invoke(ctx, IPAMService_RequestIPs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -66,9 +68,9 @@ func (c *iPAMServiceClient) RequestIPs(ctx context.Context, in *RequestIPsReques
 	return out, nil
 }
 
-func (c *iPAMServiceClient) ReleaseIPs(ctx context.Context, in *ReleaseIPsRequest, opts ...grpc.CallOption) (*ReleaseIPsResponse, error) {
+func (c *iPAMServiceClient) ReleaseIPs(ctx context.Context, in *v1.ReleaseIPsRequest, opts ...grpc.CallOption) (*v1.ReleaseIPsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReleaseIPsResponse)
+	out := new(v1.ReleaseIPsResponse)
 	err := c.cc.Invoke(ctx, IPAMService_ReleaseIPs_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -76,9 +78,9 @@ func (c *iPAMServiceClient) ReleaseIPs(ctx context.Context, in *ReleaseIPsReques
 	return out, nil
 }
 
-func (c *iPAMServiceClient) GarbageCollect(ctx context.Context, in *GarbageCollectRequest, opts ...grpc.CallOption) (*GarbageCollectResponse, error) {
+func (c *iPAMServiceClient) GarbageCollect(ctx context.Context, in *v1.GarbageCollectRequest, opts ...grpc.CallOption) (*v1.GarbageCollectResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GarbageCollectResponse)
+	out := new(v1.GarbageCollectResponse)
 	err := c.cc.Invoke(ctx, IPAMService_GarbageCollect_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -86,9 +88,9 @@ func (c *iPAMServiceClient) GarbageCollect(ctx context.Context, in *GarbageColle
 	return out, nil
 }
 
-func (c *iPAMServiceClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+func (c *iPAMServiceClient) Status(ctx context.Context, in *v1.StatusRequest, opts ...grpc.CallOption) (*v1.StatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(StatusResponse)
+	out := new(v1.StatusResponse)
 	err := c.cc.Invoke(ctx, IPAMService_Status_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -106,14 +108,14 @@ func (c *iPAMServiceClient) Status(ctx context.Context, in *StatusRequest, opts 
 type IPAMServiceServer interface {
 	// RequestIPs returns the pod's IP configuration, assigning one from the warm pool when the key
 	// has none. It waits, bounded, for a scale-up when the pool is empty.
-	RequestIPs(context.Context, *RequestIPsRequest) (*RequestIPsResponse, error)
+	RequestIPs(context.Context, *v1.RequestIPsRequest) (*v1.RequestIPsResponse, error)
 	// ReleaseIPs returns the key's addresses to the pool (they cool down before reuse).
 	// An unknown key is success.
-	ReleaseIPs(context.Context, *ReleaseIPsRequest) (*ReleaseIPsResponse, error)
+	ReleaseIPs(context.Context, *v1.ReleaseIPsRequest) (*v1.ReleaseIPsResponse, error)
 	// GarbageCollect releases every allocation whose attachment is not in valid_attachments.
-	GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error)
+	GarbageCollect(context.Context, *v1.GarbageCollectRequest) (*v1.GarbageCollectResponse, error)
 	// Status tells whether the service can hand out addresses now.
-	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error)
 	mustEmbedUnimplementedIPAMServiceServer()
 }
 
@@ -124,16 +126,16 @@ type IPAMServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedIPAMServiceServer struct{}
 
-func (UnimplementedIPAMServiceServer) RequestIPs(context.Context, *RequestIPsRequest) (*RequestIPsResponse, error) {
+func (UnimplementedIPAMServiceServer) RequestIPs(context.Context, *v1.RequestIPsRequest) (*v1.RequestIPsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RequestIPs not implemented")
 }
-func (UnimplementedIPAMServiceServer) ReleaseIPs(context.Context, *ReleaseIPsRequest) (*ReleaseIPsResponse, error) {
+func (UnimplementedIPAMServiceServer) ReleaseIPs(context.Context, *v1.ReleaseIPsRequest) (*v1.ReleaseIPsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseIPs not implemented")
 }
-func (UnimplementedIPAMServiceServer) GarbageCollect(context.Context, *GarbageCollectRequest) (*GarbageCollectResponse, error) {
+func (UnimplementedIPAMServiceServer) GarbageCollect(context.Context, *v1.GarbageCollectRequest) (*v1.GarbageCollectResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GarbageCollect not implemented")
 }
-func (UnimplementedIPAMServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+func (UnimplementedIPAMServiceServer) Status(context.Context, *v1.StatusRequest) (*v1.StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
 }
 func (UnimplementedIPAMServiceServer) mustEmbedUnimplementedIPAMServiceServer() {}
@@ -158,7 +160,7 @@ func RegisterIPAMServiceServer(s grpc.ServiceRegistrar, srv IPAMServiceServer) {
 }
 
 func _IPAMService_RequestIPs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(RequestIPsRequest)
+	in := new(v1.RequestIPsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -170,13 +172,13 @@ func _IPAMService_RequestIPs_Handler(srv interface{}, ctx context.Context, dec f
 		FullMethod: IPAMService_RequestIPs_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(IPAMServiceServer).RequestIPs(ctx, req.(*RequestIPsRequest))
+		return srv.(IPAMServiceServer).RequestIPs(ctx, req.(*v1.RequestIPsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _IPAMService_ReleaseIPs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReleaseIPsRequest)
+	in := new(v1.ReleaseIPsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -188,13 +190,13 @@ func _IPAMService_ReleaseIPs_Handler(srv interface{}, ctx context.Context, dec f
 		FullMethod: IPAMService_ReleaseIPs_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(IPAMServiceServer).ReleaseIPs(ctx, req.(*ReleaseIPsRequest))
+		return srv.(IPAMServiceServer).ReleaseIPs(ctx, req.(*v1.ReleaseIPsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _IPAMService_GarbageCollect_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GarbageCollectRequest)
+	in := new(v1.GarbageCollectRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -206,13 +208,13 @@ func _IPAMService_GarbageCollect_Handler(srv interface{}, ctx context.Context, d
 		FullMethod: IPAMService_GarbageCollect_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(IPAMServiceServer).GarbageCollect(ctx, req.(*GarbageCollectRequest))
+		return srv.(IPAMServiceServer).GarbageCollect(ctx, req.(*v1.GarbageCollectRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _IPAMService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(StatusRequest)
+	in := new(v1.StatusRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -224,7 +226,7 @@ func _IPAMService_Status_Handler(srv interface{}, ctx context.Context, dec func(
 		FullMethod: IPAMService_Status_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(IPAMServiceServer).Status(ctx, req.(*StatusRequest))
+		return srv.(IPAMServiceServer).Status(ctx, req.(*v1.StatusRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -254,7 +256,7 @@ var IPAMService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
-	Metadata: "cns/v1/cns.proto",
+	Metadata: "cns/v1/service.proto",
 }
 
 const (
@@ -270,11 +272,11 @@ const (
 // PoolService answers read-only questions about the pool.
 type PoolServiceClient interface {
 	// GetPool returns the pool's counts, limits and cloud state.
-	GetPool(ctx context.Context, in *GetPoolRequest, opts ...grpc.CallOption) (*GetPoolResponse, error)
+	GetPool(ctx context.Context, in *v1.GetPoolRequest, opts ...grpc.CallOption) (*v1.GetPoolResponse, error)
 	// ListAllocations returns every assigned address with its owner.
-	ListAllocations(ctx context.Context, in *ListAllocationsRequest, opts ...grpc.CallOption) (*ListAllocationsResponse, error)
+	ListAllocations(ctx context.Context, in *v1.ListAllocationsRequest, opts ...grpc.CallOption) (*v1.ListAllocationsResponse, error)
 	// WatchPool streams pool events until the client goes away.
-	WatchPool(ctx context.Context, in *WatchPoolRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoolResponse], error)
+	WatchPool(ctx context.Context, in *v1.WatchPoolRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.WatchPoolResponse], error)
 }
 
 type poolServiceClient struct {
@@ -285,9 +287,9 @@ func NewPoolServiceClient(cc grpc.ClientConnInterface) PoolServiceClient {
 	return &poolServiceClient{cc}
 }
 
-func (c *poolServiceClient) GetPool(ctx context.Context, in *GetPoolRequest, opts ...grpc.CallOption) (*GetPoolResponse, error) {
+func (c *poolServiceClient) GetPool(ctx context.Context, in *v1.GetPoolRequest, opts ...grpc.CallOption) (*v1.GetPoolResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(GetPoolResponse)
+	out := new(v1.GetPoolResponse)
 	err := c.cc.Invoke(ctx, PoolService_GetPool_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -295,9 +297,9 @@ func (c *poolServiceClient) GetPool(ctx context.Context, in *GetPoolRequest, opt
 	return out, nil
 }
 
-func (c *poolServiceClient) ListAllocations(ctx context.Context, in *ListAllocationsRequest, opts ...grpc.CallOption) (*ListAllocationsResponse, error) {
+func (c *poolServiceClient) ListAllocations(ctx context.Context, in *v1.ListAllocationsRequest, opts ...grpc.CallOption) (*v1.ListAllocationsResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ListAllocationsResponse)
+	out := new(v1.ListAllocationsResponse)
 	err := c.cc.Invoke(ctx, PoolService_ListAllocations_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
@@ -305,13 +307,13 @@ func (c *poolServiceClient) ListAllocations(ctx context.Context, in *ListAllocat
 	return out, nil
 }
 
-func (c *poolServiceClient) WatchPool(ctx context.Context, in *WatchPoolRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchPoolResponse], error) {
+func (c *poolServiceClient) WatchPool(ctx context.Context, in *v1.WatchPoolRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[v1.WatchPoolResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &PoolService_ServiceDesc.Streams[0], PoolService_WatchPool_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	x := &grpc.GenericClientStream[WatchPoolRequest, WatchPoolResponse]{ClientStream: stream}
+	x := &grpc.GenericClientStream[v1.WatchPoolRequest, v1.WatchPoolResponse]{ClientStream: stream}
 	if err := x.ClientStream.SendMsg(in); err != nil {
 		return nil, err
 	}
@@ -322,7 +324,7 @@ func (c *poolServiceClient) WatchPool(ctx context.Context, in *WatchPoolRequest,
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type PoolService_WatchPoolClient = grpc.ServerStreamingClient[WatchPoolResponse]
+type PoolService_WatchPoolClient = grpc.ServerStreamingClient[v1.WatchPoolResponse]
 
 // PoolServiceServer is the server API for PoolService service.
 // All implementations must embed UnimplementedPoolServiceServer
@@ -331,11 +333,11 @@ type PoolService_WatchPoolClient = grpc.ServerStreamingClient[WatchPoolResponse]
 // PoolService answers read-only questions about the pool.
 type PoolServiceServer interface {
 	// GetPool returns the pool's counts, limits and cloud state.
-	GetPool(context.Context, *GetPoolRequest) (*GetPoolResponse, error)
+	GetPool(context.Context, *v1.GetPoolRequest) (*v1.GetPoolResponse, error)
 	// ListAllocations returns every assigned address with its owner.
-	ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error)
+	ListAllocations(context.Context, *v1.ListAllocationsRequest) (*v1.ListAllocationsResponse, error)
 	// WatchPool streams pool events until the client goes away.
-	WatchPool(*WatchPoolRequest, grpc.ServerStreamingServer[WatchPoolResponse]) error
+	WatchPool(*v1.WatchPoolRequest, grpc.ServerStreamingServer[v1.WatchPoolResponse]) error
 	mustEmbedUnimplementedPoolServiceServer()
 }
 
@@ -346,13 +348,13 @@ type PoolServiceServer interface {
 // pointer dereference when methods are called.
 type UnimplementedPoolServiceServer struct{}
 
-func (UnimplementedPoolServiceServer) GetPool(context.Context, *GetPoolRequest) (*GetPoolResponse, error) {
+func (UnimplementedPoolServiceServer) GetPool(context.Context, *v1.GetPoolRequest) (*v1.GetPoolResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPool not implemented")
 }
-func (UnimplementedPoolServiceServer) ListAllocations(context.Context, *ListAllocationsRequest) (*ListAllocationsResponse, error) {
+func (UnimplementedPoolServiceServer) ListAllocations(context.Context, *v1.ListAllocationsRequest) (*v1.ListAllocationsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListAllocations not implemented")
 }
-func (UnimplementedPoolServiceServer) WatchPool(*WatchPoolRequest, grpc.ServerStreamingServer[WatchPoolResponse]) error {
+func (UnimplementedPoolServiceServer) WatchPool(*v1.WatchPoolRequest, grpc.ServerStreamingServer[v1.WatchPoolResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchPool not implemented")
 }
 func (UnimplementedPoolServiceServer) mustEmbedUnimplementedPoolServiceServer() {}
@@ -377,7 +379,7 @@ func RegisterPoolServiceServer(s grpc.ServiceRegistrar, srv PoolServiceServer) {
 }
 
 func _PoolService_GetPool_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(GetPoolRequest)
+	in := new(v1.GetPoolRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -389,13 +391,13 @@ func _PoolService_GetPool_Handler(srv interface{}, ctx context.Context, dec func
 		FullMethod: PoolService_GetPool_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PoolServiceServer).GetPool(ctx, req.(*GetPoolRequest))
+		return srv.(PoolServiceServer).GetPool(ctx, req.(*v1.GetPoolRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _PoolService_ListAllocations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ListAllocationsRequest)
+	in := new(v1.ListAllocationsRequest)
 	if err := dec(in); err != nil {
 		return nil, err
 	}
@@ -407,21 +409,21 @@ func _PoolService_ListAllocations_Handler(srv interface{}, ctx context.Context, 
 		FullMethod: PoolService_ListAllocations_FullMethodName,
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(PoolServiceServer).ListAllocations(ctx, req.(*ListAllocationsRequest))
+		return srv.(PoolServiceServer).ListAllocations(ctx, req.(*v1.ListAllocationsRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
 
 func _PoolService_WatchPool_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(WatchPoolRequest)
+	m := new(v1.WatchPoolRequest)
 	if err := stream.RecvMsg(m); err != nil {
 		return err
 	}
-	return srv.(PoolServiceServer).WatchPool(m, &grpc.GenericServerStream[WatchPoolRequest, WatchPoolResponse]{ServerStream: stream})
+	return srv.(PoolServiceServer).WatchPool(m, &grpc.GenericServerStream[v1.WatchPoolRequest, v1.WatchPoolResponse]{ServerStream: stream})
 }
 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type PoolService_WatchPoolServer = grpc.ServerStreamingServer[WatchPoolResponse]
+type PoolService_WatchPoolServer = grpc.ServerStreamingServer[v1.WatchPoolResponse]
 
 // PoolService_ServiceDesc is the grpc.ServiceDesc for PoolService service.
 // It's only intended for direct use with grpc.RegisterService,
@@ -446,5 +448,5 @@ var PoolService_ServiceDesc = grpc.ServiceDesc{
 			ServerStreams: true,
 		},
 	},
-	Metadata: "cns/v1/cns.proto",
+	Metadata: "cns/v1/service.proto",
 }
