@@ -6,6 +6,7 @@ package bench
 
 import (
 	"context"
+	"debug/elf"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -76,6 +77,7 @@ type Parts struct {
 // Results is results.json.
 type Results struct {
 	Machine    string     `json:"machine"`
+	Linkage    string     `json:"linkage"`    // how each compared plugin is linked (static or dynamic)
 	StateDisk  string     `json:"state_disk"` // file system under cns's --state in the latency run
 	FsyncMs    float64    `json:"fsync_ms"`   // median fsync there
 	AddMs      Latency    `json:"add_ms"`
@@ -98,7 +100,7 @@ type Results struct {
 
 // Run measures everything and writes the table to w.
 func Run(ctx context.Context, w io.Writer, c Config) (*Results, error) {
-	r := &Results{Machine: machine(), Iterations: c.Iterations}
+	r := &Results{Machine: machine(), Iterations: c.Iterations, Linkage: linkage(c)}
 	if err := os.RemoveAll(c.WorkDir); err != nil { // state of an earlier run would skew this one
 		return r, err
 	}
@@ -152,6 +154,26 @@ func machine() string {
 	return fmt.Sprintf("%d cores (%s)%s, %s", runtime.NumCPU(), cpu, mem, runtime.Version())
 }
 
+// linkage says how the compared plugins are linked. A dynamically linked one pays the libc
+// loader at every exec (about 2.5 ms each here), so a comparison is fair only between alike.
+func linkage(c Config) string {
+	var parts []string
+	for _, b := range []string{filepath.Join(c.BinDir, "vnet-cni"), filepath.Join(c.RefDir, "ptp"), filepath.Join(c.RefDir, "host-local")} {
+		kind := "unreadable"
+		if f, err := elf.Open(b); err == nil {
+			kind = "static"
+			for _, p := range f.Progs {
+				if p.Type == elf.PT_INTERP {
+					kind = "dynamic"
+				}
+			}
+			f.Close()
+		}
+		parts = append(parts, filepath.Base(b)+" "+kind)
+	}
+	return strings.Join(parts, ", ")
+}
+
 func newVNet(c Config, tag string, cnsArgs []string, latency time.Duration) (*vnet.VNet, error) {
 	return vnet.New(vnet.Options{Prefix: vnet.TestPrefix(tag), Nodes: 1, BinDir: c.BinDir,
 		WorkDir: filepath.Join(c.WorkDir, tag), CNSArgs: cnsArgs, Mock: func(m *mockarmConfig) { m.Latency = latency }, Log: nil})
@@ -174,8 +196,8 @@ func summary(ours, ref []float64) Latency {
 func round(x float64) float64 { return float64(int(x*100+0.5)) / 100 }
 
 func printTable(w io.Writer, r *Results) {
-	fmt.Fprintf(w, "\nmachine: %s; cns state on %s (fsync %.2f ms); %d iterations each, alternating\n\n",
-		r.Machine, r.StateDisk, r.FsyncMs, r.Iterations)
+	fmt.Fprintf(w, "\nmachine: %s; cns state on %s (fsync %.2f ms); %d iterations each, alternating; %s\n\n",
+		r.Machine, r.StateDisk, r.FsyncMs, r.Iterations, r.Linkage)
 	fmt.Fprintf(w, "| measure | ours | ptp + host-local | ratio | target |\n|---|---|---|---|---|\n")
 	fmt.Fprintf(w, "| warm ADD median (p90), cnitool | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | ≤ 0.8 |\n",
 		r.AddMs.Ours, r.AddMs.OursP90, r.AddMs.Ref, r.AddMs.RefP90, r.AddMs.Ratio)
