@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,22 +45,26 @@ func newCNINode(c Config, v *vnet.VNet, tag string) (*cniNode, error) {
 	return &cniNode{c: c, n: n, env: env}, nil
 }
 
-// run times one cnitool call from the node namespace (cnitool inherits it).
-func (cn *cniNode) run(ctx context.Context, verb, network string, pod ns.NetNS) (time.Duration, error) {
+// run times one cnitool call from the node namespace (cnitool inherits it). cpu is the CPU
+// time of cnitool and the plugins it ran: wait4 reports a child's usage with that of the
+// children it waited for.
+func (cn *cniNode) run(ctx context.Context, verb, network string, pod ns.NetNS) (took, cpu time.Duration, err error) {
 	var out bytes.Buffer
-	var took time.Duration
-	err := cn.n.NS.Do(func(ns.NetNS) error {
+	err = cn.n.NS.Do(func(ns.NetNS) error {
 		cmd := exec.CommandContext(ctx, cn.c.CNITool, verb, network, pod.Path())
 		cmd.Env, cmd.Stdout, cmd.Stderr = cn.env, &out, &out
 		start := time.Now()
 		err := cmd.Run()
 		took = time.Since(start)
+		if cmd.ProcessState != nil {
+			cpu = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("cnitool %s %s: %w: %s", verb, network, err, out.String())
+		return 0, 0, fmt.Errorf("cnitool %s %s: %w: %s", verb, network, err, out.String())
 	}
-	return took, nil
+	return took, cpu, nil
 }
 
 // latency alternates ours and the reference through cnitool in one node namespace, with cns
@@ -81,14 +87,14 @@ func latency(ctx context.Context, c Config, r *Results) error {
 	if err != nil {
 		return err
 	}
-	var addO, addR, delO, delR []float64
+	var addO, addR, delO, delR, cpuO, cpuR []float64
 	for i := range c.Iterations + 5 {
-		var t [4]time.Duration
+		var t, cpu [4]time.Duration
 		for j, step := range []struct {
 			verb, net string
 			pod       ns.NetNS
 		}{{"add", "ours", podOurs}, {"add", "ref", podRef}, {"del", "ours", podOurs}, {"del", "ref", podRef}} {
-			if t[j], err = cn.run(ctx, step.verb, step.net, step.pod); err != nil {
+			if t[j], cpu[j], err = cn.run(ctx, step.verb, step.net, step.pod); err != nil {
 				return err
 			}
 		}
@@ -96,9 +102,11 @@ func latency(ctx context.Context, c Config, r *Results) error {
 			continue
 		}
 		addO, addR, delO, delR = append(addO, ms(t[0])), append(addR, ms(t[1])), append(delO, ms(t[2])), append(delR, ms(t[3]))
+		cpuO, cpuR = append(cpuO, ms(cpu[0])), append(cpuR, ms(cpu[1]))
 	}
 	r.AddMs = summary(addO, addR)
 	r.DelMs = summary(delO, delR)
+	r.AddCPUMs = summary(cpuO, cpuR)
 	r.StateDisk, r.FsyncMs, err = stateDisk(filepath.Join(c.WorkDir, "lat"))
 	return err
 }
@@ -126,6 +134,8 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 		}
 	}
 	var ours, ref []float64
+	var cpu [2]time.Duration // cnitool + plugins, for ours and ref
+	var cnsTicks int64       // cns's CPU during ours' ADD bursts
 	for round := range rounds {
 		for _, network := range []string{"ours", "ref"} {
 			if network == "ours" {
@@ -133,11 +143,13 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 					return err
 				}
 			}
-			took, err := cn.burst(ctx, "add", network, nss)
+			ticks := procTicks(cn.n.PID())
+			took, burstCPU, err := cn.burst(ctx, "add", network, nss)
 			if err != nil {
 				return err
 			}
-			if _, err := cn.burst(ctx, "del", network, nss); err != nil {
+			ticks = procTicks(cn.n.PID()) - ticks
+			if _, _, err := cn.burst(ctx, "del", network, nss); err != nil {
 				return err
 			}
 			if round == 0 { // warm-up
@@ -145,36 +157,67 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 			}
 			if network == "ours" {
 				ours = append(ours, took...)
+				cpu[0] += burstCPU
+				cnsTicks += ticks
 			} else {
 				ref = append(ref, took...)
+				cpu[1] += burstCPU
 			}
 		}
 	}
 	r.Concurrent = Concurrent{Pods: pods, Rounds: rounds - 1,
 		OursP50: quantile(ours, 0.5), OursP99: quantile(ours, 0.99), RefP50: quantile(ref, 0.5), RefP99: quantile(ref, 0.99)}
 	r.Concurrent.RatioP99 = round(r.Concurrent.OursP99 / r.Concurrent.RefP99)
+	n := float64(pods * (rounds - 1))
+	r.Concurrent.OursCPU, r.Concurrent.RefCPU = ms(cpu[0])/n, ms(cpu[1])/n
+	r.Concurrent.CNSCPU = float64(cnsTicks) * 1000 / clockTicks / n
+	r.Concurrent.RatioCPU = round((r.Concurrent.OursCPU + r.Concurrent.CNSCPU) / r.Concurrent.RefCPU)
 	return nil
 }
 
-// burst runs verb for every pod at once and returns each call's latency in ms.
-func (cn *cniNode) burst(ctx context.Context, verb, network string, nss []ns.NetNS) ([]float64, error) {
+// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux).
+const clockTicks = 100
+
+// procTicks returns the user + system CPU ticks a process has used; 0 when it cannot be read.
+func procTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command (which may hold spaces) start after its closing parenthesis;
+	// utime and stime are fields 14 and 15, the 12th and 13th after it.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return u + st
+}
+
+// burst runs verb for every pod at once and returns each call's latency in ms and the CPU
+// time of all the calls.
+func (cn *cniNode) burst(ctx context.Context, verb, network string, nss []ns.NetNS) ([]float64, time.Duration, error) {
 	took := make([]float64, len(nss))
+	cpus := make([]time.Duration, len(nss))
 	errs := make([]error, len(nss))
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i, pod := range nss {
 		wg.Go(func() {
 			<-start
-			d, err := cn.run(ctx, verb, network, pod)
-			took[i], errs[i] = ms(d), err
+			d, c, err := cn.run(ctx, verb, network, pod)
+			took[i], cpus[i], errs[i] = ms(d), c, err
 		})
 	}
 	close(start)
 	wg.Wait()
-	for _, err := range errs {
+	var cpu time.Duration
+	for i, err := range errs {
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
+		cpu += cpus[i]
 	}
-	return took, nil
+	return took, cpu, nil
 }
