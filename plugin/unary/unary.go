@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -40,26 +41,44 @@ var ErrTransport = errors.New("grpc transport")
 type Conn struct {
 	tr *http.Transport
 	hc *http.Client
+
+	mu    sync.Mutex
+	conns []net.Conn // every connection dialled, closed by Close
 }
 
 // Dial returns a Conn for the server on the unix socket at path. It connects on the first call.
 func Dial(path string) *Conn {
+	c := &Conn{}
 	var p http.Protocols
 	p.SetUnencryptedHTTP2(true) // the only protocol: "http://" means HTTP/2 prior knowledge
 	d := net.Dialer{}
-	tr := &http.Transport{
+	c.tr = &http.Transport{
 		Protocols: &p,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return d.DialContext(ctx, "unix", path)
+			conn, err := d.DialContext(ctx, "unix", path)
+			if err == nil {
+				c.mu.Lock()
+				c.conns = append(c.conns, conn)
+				c.mu.Unlock()
+			}
+			return conn, err
 		},
 		DisableCompression: true,
 	}
-	return &Conn{tr: tr, hc: &http.Client{Transport: tr}}
+	c.hc = &http.Client{Transport: c.tr}
+	return c
 }
 
-// Close closes the connection.
+// Close closes every connection the Conn made, also one whose last stream the transport has
+// not yet counted as done (an error answer in headers alone can leave it so).
 func (c *Conn) Close() error {
 	c.tr.CloseIdleConnections()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, conn := range c.conns {
+		conn.Close()
+	}
+	c.conns = nil
 	return nil
 }
 
@@ -85,18 +104,25 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return transportErr(ctx, method, err)
+		return transportErr(ctx, err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return &Error{Code: httpCode(resp.StatusCode), Message: fmt.Sprintf("HTTP status %d", resp.StatusCode)}
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/grpc") {
-		return &Error{Code: codes.Unknown, Message: fmt.Sprintf("content type %q is not gRPC", ct)}
+	// As grpc-go: an answer with a gRPC content type is judged by its grpc-status, whatever
+	// its HTTP status; anything else by its HTTP status.
+	grpcType := isGRPC(resp.Header.Get("Content-Type"))
+	if !grpcType || resp.StatusCode != http.StatusOK && resp.Header.Get("Grpc-Status") == "" {
+		code := codes.Unknown
+		if resp.StatusCode != http.StatusOK {
+			code = httpCode(resp.StatusCode)
+		}
+		return &Error{Code: code, Message: fmt.Sprintf("HTTP status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))}
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 5+MaxResponse+1))
 	if err != nil {
-		return transportErr(ctx, method, err)
+		return transportErr(ctx, err)
+	}
+	if len(body) > 5+MaxResponse {
+		return &Error{Code: codes.Internal, Message: fmt.Sprintf("answer is over the %d bytes read", MaxResponse)}
 	}
 	// A trailers-only answer (an error before any message) carries its status in the headers.
 	st := resp.Trailer
@@ -111,18 +137,29 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 		return err
 	}
 	if err := proto.Unmarshal(m, out); err != nil {
-		return &Error{Code: codes.Internal, Message: fmt.Sprintf("decode %s response: %v", method, err)}
+		return &Error{Code: codes.Internal, Message: fmt.Sprintf("decode %s answer: %v", method, err)}
 	}
 	return nil
 }
 
+// isGRPC tells a gRPC content type: application/grpc, alone or followed by "+codec" or ";".
+func isGRPC(ct string) bool {
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
 // transportErr is a call that ended without a status: the context's end when that ended it,
-// the transport's failure otherwise.
-func transportErr(ctx context.Context, method string, err error) error {
+// the transport's failure otherwise (without net/http's "Post URL:" wrapping, which only
+// repeats the method the caller names).
+func transportErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", method, ctx.Err())
+		return ctx.Err()
 	}
-	return fmt.Errorf("%w: %s: %w", ErrTransport, method, err)
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	return fmt.Errorf("%w: %w", ErrTransport, err)
 }
 
 // oneMessage returns the single uncompressed message of a unary response body.
@@ -148,7 +185,7 @@ func oneMessage(b []byte) ([]byte, error) {
 func statusOf(h http.Header) error {
 	s := h.Get("Grpc-Status")
 	if s == "" {
-		return &Error{Code: codes.Internal, Message: "answer has no grpc-status"}
+		return &Error{Code: codes.Unknown, Message: "answer has no grpc-status"}
 	}
 	c, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
@@ -157,10 +194,7 @@ func statusOf(h http.Header) error {
 	if codes.Code(c) == codes.OK {
 		return nil
 	}
-	e := &Error{Code: codes.Code(c), Message: h.Get("Grpc-Message")}
-	if m, err := url.PathUnescape(e.Message); err == nil {
-		e.Message = m
-	}
+	e := &Error{Code: codes.Code(c), Message: unescape(h.Get("Grpc-Message"))}
 	if d := h.Get("Grpc-Status-Details-Bin"); d != "" {
 		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(d, "="))
 		if err == nil {
@@ -168,6 +202,25 @@ func statusOf(h http.Header) error {
 		}
 	}
 	return e
+}
+
+// unescape decodes grpc-message's percent-encoding; a malformed escape is kept as it is.
+func unescape(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
 
 // Error is an error status the server answered.

@@ -2,18 +2,25 @@ package unary_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
@@ -38,6 +45,14 @@ func (s *server) ListAllocations(context.Context, *cnsv1.ListAllocationsRequest)
 
 func start(t *testing.T, s *server) *unary.Conn {
 	t.Helper()
+	c := unary.Dial(serve(t, s))
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// serve runs s on a unix socket until the test ends and returns the socket's path.
+func serve(t *testing.T, s *server) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -48,9 +63,7 @@ func start(t *testing.T, s *server) *unary.Conn {
 	cnsv1grpc.RegisterPoolServiceServer(g, s)
 	go func() { _ = g.Serve(l) }()
 	t.Cleanup(g.Stop)
-	c := unary.Dial(sock)
-	t.Cleanup(func() { c.Close() })
-	return c
+	return sock
 }
 
 func ctx(t *testing.T) context.Context {
@@ -187,5 +200,126 @@ func TestConnectionLostBeforeTheAnswerIsATransportError(t *testing.T) {
 	err = c.Invoke(ctx(t), cnsv1grpc.IPAMService_Status_FullMethodName, &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 	if !errors.Is(err, unary.ErrTransport) {
 		t.Fatalf("got %v, want a transport error", err)
+	}
+}
+
+// raw serves h over HTTP/2 without TLS on a unix socket: answers grpc-go would never give.
+func raw(t *testing.T, h http.HandlerFunc) *unary.Conn {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "r.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Handler: h, Protocols: &p}
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	c := unary.Dial(sock)
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func frame(flag byte, m []byte) []byte {
+	b := make([]byte, 5, 5+len(m))
+	b[0] = flag
+	binary.BigEndian.PutUint32(b[1:], uint32(len(m)))
+	return append(b, m...)
+}
+
+// answer writes an HTTP status, headers, a body and trailers.
+func answer(status int, header map[string]string, body []byte, trailer map[string]string) http.HandlerFunc {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		for k, v := range header {
+			w.Header().Set(k, v)
+		}
+		for k := range trailer {
+			w.Header().Add("Trailer", k)
+		}
+		w.WriteHeader(status)
+		_, _ = w.Write(body)
+		for k, v := range trailer {
+			w.Header().Set(k, v)
+		}
+	}
+}
+
+func TestMalformedAnswersAreErrorsWithTheRightCode(t *testing.T) {
+	grpcCT := map[string]string{"Content-Type": "application/grpc"}
+	ok := map[string]string{"Grpc-Status": "0"}
+	for _, c := range []struct {
+		name string
+		h    http.HandlerFunc
+		want codes.Code
+	}{
+		{"OK and no message", answer(200, grpcCT, nil, ok), codes.Internal},
+		{"two messages", answer(200, grpcCT, append(frame(0, nil), frame(0, nil)...), ok), codes.Internal},
+		{"compressed message", answer(200, grpcCT, frame(1, nil), ok), codes.Internal},
+		{"over the size bound", answer(200, grpcCT, frame(0, make([]byte, unary.MaxResponse+10)), ok), codes.Internal},
+		{"no grpc-status", answer(200, grpcCT, frame(0, nil), nil), codes.Unknown},
+		{"not a gRPC content type", answer(200, map[string]string{"Content-Type": "application/grpcweb", "Grpc-Status": "0"}, nil, nil), codes.Unknown},
+		{"HTTP 503, not gRPC", answer(503, map[string]string{"Content-Type": "text/plain"}, []byte("busy"), nil), codes.Unavailable},
+		{"HTTP 404, not gRPC", answer(404, nil, nil, nil), codes.Unimplemented},
+		{"HTTP 503 with a gRPC status", answer(503, map[string]string{"Content-Type": "application/grpc", "Grpc-Status": "5"}, nil, nil), codes.NotFound},
+	} {
+		err := raw(t, c.h).Invoke(ctx(t), "/cns.v1.IPAMService/Status", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
+		var e *unary.Error
+		if !errors.As(err, &e) || e.Code != c.want {
+			t.Errorf("%s: got %v, want code %v", c.name, err, c.want)
+		}
+		if c.name == "over the size bound" && e != nil && !strings.Contains(e.Message, "over the") {
+			t.Errorf("%s: message %q does not name the bound", c.name, e.Message)
+		}
+	}
+	// A gRPC content type with a codec suffix is gRPC.
+	m, _ := proto.Marshal(&cnsv1.StatusResponse{Ready: true})
+	var got cnsv1.StatusResponse
+	if err := raw(t, answer(200, map[string]string{"Content-Type": "application/grpc+proto"}, frame(0, m), ok)).Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, &got); err != nil || !got.GetReady() {
+		t.Errorf("application/grpc+proto: %v, ready %v", err, got.GetReady())
+	}
+}
+
+// Details are read whether the base64 is padded or not (grpc-go sends it unpadded), and a
+// malformed escape in grpc-message does not undo the valid ones.
+func TestDetailsAndMessageAreReadLeniently(t *testing.T) {
+	a, err := anypb.New(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(&rpcstatus.Status{Code: 14, Message: "x", Details: []*anypb.Any{a}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, enc := range []string{base64.StdEncoding.EncodeToString(b), base64.RawStdEncoding.EncodeToString(b)} {
+		h := map[string]string{"Content-Type": "application/grpc", "Grpc-Status": "14", "Grpc-Message": "a%20b%zz%", "Grpc-Status-Details-Bin": enc}
+		err := raw(t, answer(200, h, nil, nil)).Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
+		var e *unary.Error
+		if !errors.As(err, &e) || e.Code != codes.Unavailable || e.Message != "a b%zz%" || len(e.Details) != 1 || e.Details[0].TypeURL != a.GetTypeUrl() {
+			t.Errorf("details %q: got %+v", enc, err)
+		}
+	}
+}
+
+// Close leaves no connection behind, also after error answers sent in headers alone, which
+// the transport may not yet count as done when Close runs: each such connection kept
+// goroutines on both ends until the server stopped.
+func TestCloseLeavesNoConnectionBehind(t *testing.T) {
+	sock := serve(t, &server{})
+	base := runtime.NumGoroutine()
+	for range 30 {
+		c := unary.Dial(sock)
+		err := c.Invoke(ctx(t), "/cns.v1.IPAMService/NoSuchMethod", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
+		if err == nil {
+			t.Fatal("an unknown method answered OK")
+		}
+		c.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for n := runtime.NumGoroutine(); n > base+2; n = runtime.NumGoroutine() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines after 30 closed calls, %d before: connections were left open", n, base)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the count; there is no event to wait on
 	}
 }
