@@ -13,6 +13,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
@@ -48,64 +49,140 @@ func prefixNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}
 }
 
-// interfaceExists reports whether ifname exists in podNS.
-func interfaceExists(podNS ns.NetNS, ifname string) (bool, error) {
-	exists := false
-	err := podNS.Do(func(ns.NetNS) error {
-		_, err := netlinksafe.LinkByName(ifname)
-		var nf netlink.LinkNotFoundError
-		switch {
-		case err == nil:
-			exists = true
-		case !errors.As(err, &nf):
-			return fmt.Errorf("look up %s in %s: %w", ifname, podNS.Path(), err)
-		}
-		return nil
-	})
-	return exists, err
+// links is one call's netlink access to the two namespaces: one socket in the node namespace
+// and one in the pod's, each reused for every request of the call. The pod's socket is opened
+// inside the pod namespace once; requests through it need no switch of this thread.
+type links struct {
+	host, pod netlinksafe.Handle
+	hostNS    ns.NetNS
 }
 
-// setupDatapath builds both sides. It runs in the node namespace (hostNS is the current
-// one). On error, the caller tears down: deleting the host veth removes everything.
-//
-// The pod runs once per pod start, so the kernel round trips are counted (README,
-// "Where ADD's time goes"): both MACs are chosen here, so the pod's neighbour entry and the
-// result need no lookup; the pod side is created up, from inside the pod, with its peer placed
-// straight into the node namespace; one switch into the pod and back.
-func setupDatapath(hostNS, podNS ns.NetNS, ifname, hostName, alias string, p podNet) (hostIf, contIf net.Interface, err error) {
+// openLinks opens the sockets; hostNS is the current namespace.
+func openLinks(hostNS, podNS ns.NetNS) (*links, error) {
+	host, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket in the node namespace: %w", err)
+	}
+	pod, err := netlinksafe.NewHandleAt(netns.NsHandle(int(podNS.Fd())), unix.NETLINK_ROUTE)
+	if err != nil {
+		host.Close()
+		return nil, fmt.Errorf("netlink socket in %s: %w", podNS.Path(), err)
+	}
+	return &links{host: host, pod: pod, hostNS: hostNS}, nil
+}
+
+func (l *links) Close() {
+	l.host.Close()
+	l.pod.Close()
+}
+
+// linkExists reports whether name exists in h's namespace, and the link when it does.
+func linkExists(h netlinksafe.Handle, name string) (netlink.Link, bool, error) {
+	link, err := h.LinkByName(name)
+	var nf netlink.LinkNotFoundError
+	switch {
+	case err == nil:
+		return link, true, nil
+	case errors.As(err, &nf):
+		return nil, false, nil
+	}
+	return nil, false, err
+}
+
+// veth is the pair one ADD made, with what phase one set on it.
+type veth struct {
+	pod              *netlink.Veth // the pod side, in the pod namespace
+	host             netlink.Link  // the node side
+	hostMAC, podMAC  net.HardwareAddr
+	mtu              int
+	ifname, hostName string
+}
+
+// buildVeth is the half of the datapath that needs no address, so ADD runs it while cns
+// answers: the pair, created up from inside the pod with its peer placed in the node namespace
+// (both MACs chosen here, so nothing is looked up for the neighbour entry or the result); the
+// pod's on-link route to the gateway and its permanent neighbour entry; the node side up and
+// labelled. A nil veth means nothing was made. An ifname or host veth that appeared since the
+// pre-checks (a concurrent ADD of the same key) is errExists, with nothing made.
+func (l *links) buildVeth(ifname, hostName, alias string, mtu int) (*veth, error) {
 	hostMAC, podMAC := vethMACs(hostName)
-	err = podNS.Do(func(ns.NetNS) error {
-		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ifname, MTU: p.MTU, TxQLen: -1, HardwareAddr: podMAC, Flags: net.FlagUp},
-			PeerName: hostName, PeerHardwareAddr: hostMAC, PeerTxQLen: -1, PeerNamespace: netlink.NsFd(int(hostNS.Fd()))}
-		if err := netlink.LinkAdd(veth); err != nil {
-			return fmt.Errorf("create veth %s/%s: %w", ifname, hostName, err)
+	pv := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ifname, MTU: mtu, TxQLen: -1, HardwareAddr: podMAC, Flags: net.FlagUp},
+		PeerName: hostName, PeerHardwareAddr: hostMAC, PeerTxQLen: -1, PeerNamespace: netlink.NsFd(int(l.hostNS.Fd()))}
+	if err := l.pod.LinkAdd(pv); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("%w: create veth %s/%s: %w", errExists, ifname, hostName, err)
 		}
-		contIf = net.Interface{Index: veth.Index, MTU: p.MTU, Name: ifname, HardwareAddr: podMAC}
-		return configurePod(veth, hostMAC, p)
-	})
-	if err != nil {
-		return hostIf, contIf, err
+		return nil, fmt.Errorf("create veth %s/%s: %w", ifname, hostName, err)
 	}
-	link, err := netlinksafe.LinkByName(hostName)
-	if err != nil {
-		return hostIf, contIf, fmt.Errorf("find host veth %s: %w", hostName, err)
+	v := &veth{pod: pv, hostMAC: hostMAC, podMAC: podMAC, mtu: mtu, ifname: ifname, hostName: hostName}
+	if pv.Index == 0 {
+		return v, fmt.Errorf("find %s after creating it", ifname)
 	}
-	hostIf = net.Interface{Index: link.Attrs().Index, MTU: p.MTU, Name: hostName, HardwareAddr: hostMAC}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return hostIf, contIf, fmt.Errorf("set host veth %s up: %w", hostName, err)
+	gw := &net.IPNet{IP: podGateway, Mask: net.CIDRMask(32, 32)}
+	if err := l.pod.RouteAdd(&netlink.Route{LinkIndex: pv.Index, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
+		return v, fmt.Errorf("route %s dev %s: %w", podGateway, ifname, err)
+	}
+	err := l.pod.NeighSet(&netlink.Neigh{LinkIndex: pv.Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
+		IP: podGateway, HardwareAddr: hostMAC})
+	if err != nil {
+		return v, fmt.Errorf("neighbour %s lladdr %s dev %s: %w", podGateway, hostMAC, ifname, err)
+	}
+	if v.host, err = l.host.LinkByName(hostName); err != nil {
+		return v, fmt.Errorf("find host veth %s: %w", hostName, err)
+	}
+	if err := l.host.LinkSetUp(v.host); err != nil {
+		return v, fmt.Errorf("set host veth %s up: %w", hostName, err)
 	}
 	if alias != "" {
-		if err := netlink.LinkSetAlias(link, alias); err != nil {
-			return hostIf, contIf, fmt.Errorf("label host veth %s: %w", hostName, err)
+		if err := l.host.LinkSetAlias(v.host, alias); err != nil {
+			return v, fmt.Errorf("label host veth %s: %w", hostName, err)
 		}
-	}
-	if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: ipNet32(p.IP), Scope: netlink.SCOPE_LINK}); err != nil {
-		return hostIf, contIf, fmt.Errorf("route %s/32 dev %s: %w", p.IP, hostName, err)
 	}
 	// The node routes this link itself: router advertisements from the pod must not install
 	// IPv6 routes on it (no error when IPv6 is off).
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+hostName+"/accept_ra", []byte("0"), 0o644)
-	return hostIf, contIf, enableForwarding()
+	return v, enableForwarding()
+}
+
+// address is the half that needs the grant: the MTU when cns's differs from the one the veth
+// was made with, the pod's address and routes, and the node's /32 route to the pod.
+func (l *links) address(v *veth, p podNet) error {
+	if p.MTU != v.mtu {
+		if err := l.pod.LinkSetMTU(v.pod, p.MTU); err != nil {
+			return fmt.Errorf("mtu %d on %s: %w", p.MTU, v.ifname, err)
+		}
+		if err := l.host.LinkSetMTU(v.host, p.MTU); err != nil {
+			return fmt.Errorf("mtu %d on %s: %w", p.MTU, v.hostName, err)
+		}
+		v.mtu = p.MTU
+	}
+	if err := l.pod.AddrAdd(v.pod, &netlink.Addr{IPNet: ipNet32(p.IP)}); err != nil {
+		return fmt.Errorf("add %s/32 to %s: %w", p.IP, v.ifname, err)
+	}
+	for _, r := range p.Routes {
+		if err := l.pod.RouteAdd(&netlink.Route{LinkIndex: v.pod.Index, Dst: prefixNet(r), Gw: podGateway}); err != nil {
+			return fmt.Errorf("route %s via %s: %w", r, podGateway, err)
+		}
+	}
+	err := l.host.RouteReplace(&netlink.Route{LinkIndex: v.host.Attrs().Index, Dst: ipNet32(p.IP), Scope: netlink.SCOPE_LINK})
+	if err != nil {
+		return fmt.Errorf("route %s/32 dev %s: %w", p.IP, v.hostName, err)
+	}
+	return nil
+}
+
+// remove deletes the pair v (deleting one end deletes the other, and the host route with it).
+func (l *links) remove(v *veth) error {
+	if err := l.pod.LinkDel(v.pod); err != nil && !errors.Is(err, unix.ENODEV) {
+		return fmt.Errorf("delete veth %s/%s: %w", v.ifname, v.hostName, err)
+	}
+	return nil
+}
+
+// interfaces describes both ends for the result.
+func (v *veth) interfaces() (hostIf, contIf net.Interface) {
+	return net.Interface{Index: v.host.Attrs().Index, MTU: v.mtu, Name: v.hostName, HardwareAddr: v.hostMAC},
+		net.Interface{Index: v.pod.Index, MTU: v.mtu, Name: v.ifname, HardwareAddr: v.podMAC}
 }
 
 // vethMACs derives both ends' MAC addresses from the host veth's name (itself a hash of the
@@ -122,29 +199,6 @@ func vethMACs(hostName string) (host, pod net.HardwareAddr) {
 		pod[5] ^= 1
 	}
 	return host, pod
-}
-
-// configurePod runs inside the pod namespace, on the link just created (up, index known).
-func configurePod(link netlink.Link, hostMAC net.HardwareAddr, p podNet) error {
-	ifname, idx := link.Attrs().Name, link.Attrs().Index
-	if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: ipNet32(p.IP)}); err != nil {
-		return fmt.Errorf("add %s/32 to %s: %w", p.IP, ifname, err)
-	}
-	gw := &net.IPNet{IP: podGateway, Mask: net.CIDRMask(32, 32)}
-	if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
-		return fmt.Errorf("route %s dev %s: %w", podGateway, ifname, err)
-	}
-	for _, r := range p.Routes {
-		if err := netlink.RouteAdd(&netlink.Route{LinkIndex: idx, Dst: prefixNet(r), Gw: podGateway}); err != nil {
-			return fmt.Errorf("route %s via %s: %w", r, podGateway, err)
-		}
-	}
-	err := netlink.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT,
-		IP: podGateway, HardwareAddr: hostMAC})
-	if err != nil {
-		return fmt.Errorf("neighbour %s lladdr %s dev %s: %w", podGateway, hostMAC, ifname, err)
-	}
-	return nil
 }
 
 // enableForwarding sets ip_forward in the current (node) namespace, writing only if needed.
@@ -290,8 +344,18 @@ func hasRoute(link netlink.Link, dst *net.IPNet, gw net.IP) bool {
 // BuildDatapath builds the transparent datapath for ip with no IPAM, from the node
 // namespace (the current one): the kernel floor that make bench compares ADD against.
 func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Addr, mtu int) error {
-	_, _, err := setupDatapath(hostNS, podNS, ifname, hostName, cnsv1.HostVethAliasPrefix+"floor/"+ifname,
-		podNet{IP: ip, MTU: mtu, Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}})
+	l, err := openLinks(hostNS, podNS)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	v, err := l.buildVeth(ifname, hostName, cnsv1.HostVethAliasPrefix+"floor/"+ifname, mtu)
+	if err == nil {
+		err = l.address(v, podNet{IP: ip, MTU: mtu, Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}})
+	}
+	if err != nil && v != nil {
+		err = errors.Join(err, l.remove(v))
+	}
 	return err
 }
 

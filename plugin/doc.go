@@ -11,4 +11,8 @@
 //
 // The pod's subnet is not on its link: every packet leaves through the node, which routes it
 // like the VNet does, so pods talk to each other and to the VNet with no NAT.
+//
+// ADD asks cns while it builds what needs no address (the veth pair, the pod's gateway route
+// and neighbour, the node side), through one netlink socket per namespace; the address and
+// routes wait for the grant.
 package plugin

@@ -66,8 +66,12 @@ func (p *Plugin) session(conf *Config) (CNS, context.Context, func(), error) {
 	return client, ctx, func() { cancel(); client.Close() }, nil
 }
 
-// Add asks cns for the pod's address and builds the datapath. Any failure after the grant
-// tears the datapath down and releases the address (named return + deferred rollback).
+// Add asks cns for the pod's address and builds the datapath, the two at once: the veth and
+// everything on it that needs no address are built while cns answers, and only the address,
+// the routes and the node's /32 route wait for the grant. Whatever fails, the call waits for
+// both before it returns, and undoes only what it made: a refused request removes the veth;
+// a failure after the grant removes the veth and releases the address (named return +
+// deferred rollback).
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
@@ -88,27 +92,21 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return fmt.Errorf("open pod network namespace %q: %w", args.Netns, err)
 	}
 	defer podNS.Close()
-	// Refuse before asking for an address, so a refused ADD holds nothing.
-	if exists, err := interfaceExists(podNS, args.IfName); err != nil {
-		return err
-	} else if exists {
-		return fmt.Errorf("%w: %s already exists in %s", errExists, args.IfName, args.Netns)
-	}
-	// The host veth of this (container ID, ifname) belongs to another sandbox, or to what is
-	// left of one: building over it would fail, and the rollback would tear down a live pod.
-	hostName := HostVethName(args.ContainerID, args.IfName)
-	if alias, exists, err := hostVethLabel(hostName); err != nil {
-		return err
-	} else if exists {
-		return fmt.Errorf("%w: host veth %s (%q) of %s/%s exists: another sandbox holds this container ID and ifname; DEL it first",
-			errExists, hostName, alias, args.ContainerID, args.IfName)
-	}
 	hostNS, err := ns.GetCurrentNS()
 	if err != nil {
 		return fmt.Errorf("open node network namespace: %w", err)
 	}
 	defer hostNS.Close()
-
+	nl, err := openLinks(hostNS, podNS)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	hostName := HostVethName(args.ContainerID, args.IfName)
+	// Refuse before asking for an address, so a refused ADD holds nothing.
+	if err := refuseExisting(nl, args, hostName); err != nil {
+		return err
+	}
 	client, ctx, done, err := p.session(conf)
 	if err != nil {
 		return err
@@ -117,36 +115,96 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	// cns refuses (ALREADY_EXISTS) a key held for another network or netns, so an address
 	// granted here is this attachment's own: the rollback below can only undo what this call
 	// made (the host veth did not exist before, and the grant is ours).
-	resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
-		Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name,
-		PodUid: string(ka.K8S_POD_UID)})
-	if err != nil {
-		return err
+	granted := make(chan grant, 1)
+	go func() {
+		resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
+			Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name,
+			PodUid: string(ka.K8S_POD_UID)})
+		granted <- grant{resp, err}
+	}()
+	mtu := conf.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU // cns's MTU, when it differs, is set once the grant is in
+	}
+	v, verr := nl.buildVeth(args.IfName, hostName, cnsv1.HostVethAlias(conf.Name, args.ContainerID, args.IfName), mtu)
+	g := <-granted
+	if g.err != nil {
+		return undoVeth(nl, v, g.err, verr)
+	}
+	if errors.Is(verr, errExists) {
+		// A concurrent ADD of the same key made the veth between the pre-checks and ours:
+		// the grant (cns answers one key once) may be that call's, so it is not released.
+		return verr
 	}
 	defer func() {
 		if err == nil {
 			return
 		}
-		if terr := teardownDatapath(args.Netns, args.IfName, hostName); terr != nil {
-			err = errors.Join(err, fmt.Errorf("rollback datapath: %w", terr))
+		if v != nil {
+			if terr := nl.remove(v); terr != nil {
+				err = errors.Join(err, fmt.Errorf("rollback datapath: %w", terr))
+			}
 		}
 		if rerr := p.release(conf, client, args.ContainerID, args.IfName); rerr != nil {
 			err = errors.Join(err, fmt.Errorf("rollback address: %w", rerr))
 		}
 	}()
-	pn, err := grantToPodNet(resp, conf.MTU)
+	if verr != nil {
+		return verr
+	}
+	pn, err := grantToPodNet(g.resp, conf.MTU)
 	if err != nil {
 		return err
 	}
-	hostIf, contIf, err := setupDatapath(hostNS, podNS, args.IfName, hostName, cnsv1.HostVethAlias(conf.Name, args.ContainerID, args.IfName), pn)
-	if err != nil {
+	if err := nl.address(v, pn); err != nil {
 		return err
 	}
+	hostIf, contIf := v.interfaces()
 	res, err := mergePrevResult(conf.PrevResult, buildResult(conf, hostIf, contIf, args.Netns, pn))
 	if err != nil {
 		return err
 	}
 	return types.PrintResult(res, conf.CNIVersion)
+}
+
+// grant is cns's answer to RequestIPs.
+type grant struct {
+	resp *cnsv1.RequestIPsResponse
+	err  error
+}
+
+// refuseExisting refuses an ADD whose pod interface exists (errExists), or whose host veth
+// does: that veth belongs to another sandbox holding this (container ID, ifname), or to what
+// is left of one; building over it would fail, and the rollback would tear down a live pod.
+func refuseExisting(nl *links, args *skel.CmdArgs, hostName string) error {
+	if _, exists, err := linkExists(nl.pod, args.IfName); err != nil {
+		return fmt.Errorf("look up %s in %s: %w", args.IfName, args.Netns, err)
+	} else if exists {
+		return fmt.Errorf("%w: %s already exists in %s", errExists, args.IfName, args.Netns)
+	}
+	if link, exists, err := linkExists(nl.host, hostName); err != nil {
+		return fmt.Errorf("look up host veth %s: %w", hostName, err)
+	} else if exists {
+		return fmt.Errorf("%w: host veth %s (%q) of %s/%s exists: another sandbox holds this container ID and ifname; DEL it first",
+			errExists, hostName, link.Attrs().Alias, args.ContainerID, args.IfName)
+	}
+	return nil
+}
+
+// undoVeth handles a request cns refused: nothing was granted, so only the veth this call
+// made (v, nil when none) is removed. cns's error decides the CNI code; a datapath error
+// of the same call is kept in the message only.
+func undoVeth(nl *links, v *veth, cnsErr, vethErr error) error {
+	err := cnsErr
+	if vethErr != nil {
+		err = errors.Join(err, fmt.Errorf("datapath: %v", vethErr)) //nolint:errorlint // text only: cns's error sets the code
+	}
+	if v != nil {
+		if terr := nl.remove(v); terr != nil {
+			err = errors.Join(err, fmt.Errorf("rollback datapath: %w", terr))
+		}
+	}
+	return err
 }
 
 func grantToPodNet(resp *cnsv1.RequestIPsResponse, mtu int) (podNet, error) {

@@ -355,7 +355,9 @@ func TestAddDuringCloudOutageSaysTryAgainLater(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			n := newNodeWith(t, stack.Options{Config: func(c *cns.Config) {
-				c.Pool.RequestWait, c.Pool.CloudTimeout = time.Second, time.Second
+				// The wait outlasts the cloud's deadline, so the cloud has failed when it ends
+				// (equal, the two raced: the refill starts a few ms before the ADD asks).
+				c.Pool.RequestWait, c.Pool.CloudTimeout = 2*time.Second, time.Second
 				c.Pool.Limits.BatchSize, c.Pool.Limits.MinFree, c.Pool.Limits.MaxFree = 2, 1, 4
 			}})
 			p := n.stack.WaitFor("warm", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() >= 1 })

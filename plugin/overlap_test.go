@@ -1,0 +1,168 @@
+package plugin_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/vnet-cni/vnet-cni/plugin"
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/nettest"
+)
+
+// interposedCNS is the node's real cns with RequestIPs replaced, and the releases counted.
+type interposedCNS struct {
+	plugin.CNS
+	request  func(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)
+	releases *atomic.Int32
+}
+
+func (c *interposedCNS) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+	return c.request(ctx, req)
+}
+
+func (c *interposedCNS) ReleaseIPs(ctx context.Context, network, containerID, ifname string) error {
+	c.releases.Add(1)
+	return c.CNS.ReleaseIPs(ctx, network, containerID, ifname)
+}
+
+// interpose makes the node's plugin reach cns through request, which receives the real cns.
+func (n *node) interpose(request func(ctx context.Context, real plugin.CNS, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)) *atomic.Int32 {
+	releases := new(atomic.Int32)
+	n.p.Dial = func(c *plugin.Config) (plugin.CNS, error) {
+		real, err := plugin.DialCNS(c)
+		if err != nil {
+			return nil, err
+		}
+		return &interposedCNS{CNS: real, releases: releases,
+			request: func(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+				return request(ctx, real, req)
+			}}, nil
+	}
+	return releases
+}
+
+// waitForLink polls the node namespace until name exists or the deadline passes.
+func (n *node) waitForLink(name string, within time.Duration) bool {
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.ns.Fd())))
+	if err != nil {
+		return false
+	}
+	defer h.Close()
+	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if _, err := h.LinkByName(name); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func TestAddBuildsVethWhileCNSAnswersAndRemovesItWhenCNSRefuses(t *testing.T) {
+	n := newNode(t)
+	pod := nettest.NewNS(t)
+	host := plugin.HostVethName("pod", "eth0")
+	var sawVeth atomic.Bool
+	releases := n.interpose(func(context.Context, plugin.CNS, *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+		// The veth is address-independent: ADD builds it while cns works on the request.
+		sawVeth.Store(n.waitForLink(host, 5*time.Second))
+		return nil, errors.New("injected: cns refuses the request")
+	})
+	if _, err := n.add("pod", pod); err == nil {
+		t.Fatal("ADD succeeded although cns refused the address")
+	}
+	if !sawVeth.Load() {
+		t.Error("the host veth did not appear while cns was asked: ADD waits for the address before building")
+	}
+	if linkExists(n.ns, host) || linkExists(pod, "eth0") {
+		t.Fatal("ADD refused by cns left its veth behind")
+	}
+	if got := releases.Load(); got != 0 {
+		t.Fatalf("ADD released %d addresses it never got", got)
+	}
+	if got := n.allocations(); len(got) != 0 {
+		t.Fatalf("allocations after a refused ADD: %v", got)
+	}
+}
+
+func TestAddReleasesGrantWhenDatapathFailsAfterIt(t *testing.T) {
+	n := newNode(t)
+	pod := nettest.NewNS(t)
+	releases := n.interpose(func(ctx context.Context, real plugin.CNS, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+		resp, err := real.RequestIPs(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		// A route listed twice: the kernel refuses the second, after the address was granted.
+		c := resp.GetIpConfigs()[0]
+		c.Routes = append(c.Routes, c.Routes...)
+		return resp, nil
+	})
+	if _, err := n.add("pod", pod); err == nil {
+		t.Fatal("ADD succeeded with a route the kernel refuses")
+	}
+	if got := releases.Load(); got != 1 {
+		t.Fatalf("ADD released %d times, want once", got)
+	}
+	if got := n.allocations(); len(got) != 0 {
+		t.Fatalf("failed ADD leaked its address: %v", got)
+	}
+	if linkExists(n.ns, plugin.HostVethName("pod", "eth0")) || linkExists(pod, "eth0") {
+		t.Fatal("failed ADD left its veth behind")
+	}
+}
+
+func TestConcurrentAddsOfDifferentPodsAllSucceed(t *testing.T) {
+	n := newNode(t)
+	const pods = 8
+	errs := make([]error, pods)
+	// The handlers print their results; testutils' capture of stdout is not safe to run
+	// concurrently, so the results go nowhere and cns and the kernel are checked instead.
+	stdout := os.Stdout
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	os.Stdout = devnull
+	var wg sync.WaitGroup
+	for i := range pods {
+		pod := nettest.NewNS(t)
+		wg.Go(func() {
+			errs[i] = n.ns.Do(func(ns.NetNS) error { return n.p.Funcs().Add(n.args(fmt.Sprint("pod-", i), pod, n.conf)) })
+		})
+	}
+	wg.Wait()
+	os.Stdout = stdout
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("ADD pod-%d: %v", i, err)
+		}
+	}
+	got := n.allocations()
+	if len(got) != pods {
+		t.Fatalf("cns holds %d allocations, want %d: %v", len(got), pods, got)
+	}
+	seen := map[string]bool{}
+	for _, a := range got {
+		if seen[a.GetAddress()] {
+			t.Fatalf("address %s granted twice", a.GetAddress())
+		}
+		seen[a.GetAddress()] = true
+		if !linkExists(n.ns, plugin.HostVethName(a.GetContainerId(), "eth0")) {
+			t.Errorf("no host veth for %s", a.GetContainerId())
+		}
+		if err := nettest.Ping(n.ns, netip.MustParseAddr(a.GetAddress()), 3*time.Second); err != nil {
+			t.Errorf("node -> %s: %v", a.GetContainerId(), err)
+		}
+	}
+}
