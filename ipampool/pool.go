@@ -93,15 +93,16 @@ var (
 
 // Pool is the set of addresses on the node NIC. The zero value is not usable; call New.
 type Pool struct {
-	entries map[netip.Addr]*Entry
+	entries map[netip.Addr]*slot
 	byKey   map[Key]netip.Addr
 	pending int
-	counts  Counts // kept in step with entries by set, put and drop
+	counts  Counts    // kept in step with entries by set, put and drop
+	avail   availHeap // the Available entries, kept in step by set, put and drop
 }
 
 // New returns an empty pool.
 func New() *Pool {
-	return &Pool{entries: map[netip.Addr]*Entry{}, byKey: map[Key]netip.Addr{}}
+	return &Pool{entries: map[netip.Addr]*slot{}, byKey: map[Key]netip.Addr{}}
 }
 
 // Counts returns the number of addresses per state.
@@ -131,23 +132,38 @@ func (p *Pool) tally(e *Entry, d int) {
 	}
 }
 
-// set replaces the entry at e's address with v, keeping the counts.
-func (p *Pool) set(e *Entry, v Entry) {
-	p.tally(e, -1)
-	*e = v
-	p.tally(e, 1)
+// set replaces the entry at e's address with v, keeping the counts and the Available heap.
+func (p *Pool) set(e *slot, v Entry) {
+	p.tally(&e.Entry, -1)
+	was := e.State == Available
+	e.Entry = v
+	p.tally(&e.Entry, 1)
+	switch now := e.State == Available; {
+	case was && now:
+		p.avail.fix(e)
+	case was:
+		p.avail.remove(e)
+	case now:
+		p.avail.push(e)
+	}
 }
 
 // put adds a new entry.
 func (p *Pool) put(v Entry) {
-	e := &v
+	e := &slot{Entry: v, at: -1}
 	p.entries[v.Addr] = e
-	p.tally(e, 1)
+	p.tally(&e.Entry, 1)
+	if e.State == Available {
+		p.avail.push(e)
+	}
 }
 
 // drop forgets an entry.
-func (p *Pool) drop(e *Entry) {
-	p.tally(e, -1)
+func (p *Pool) drop(e *slot) {
+	p.tally(&e.Entry, -1)
+	if e.State == Available {
+		p.avail.remove(e)
+	}
 	delete(p.entries, e.Addr)
 }
 
@@ -160,7 +176,7 @@ func (p *Pool) Lookup(k Key) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return *p.entries[a], true
+	return p.entries[a].Entry, true
 }
 
 // Get returns the entry of addr.
@@ -169,14 +185,14 @@ func (p *Pool) Get(addr netip.Addr) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return *e, true
+	return e.Entry, true
 }
 
 // Entries returns a copy of every entry, ordered by address.
 func (p *Pool) Entries() []Entry {
 	out := make([]Entry, 0, len(p.entries))
 	for _, e := range p.entries {
-		out = append(out, *e)
+		out = append(out, e.Entry)
 	}
 	slices.SortFunc(out, func(a, b Entry) int { return a.Addr.Compare(b.Addr) })
 	return out
@@ -216,23 +232,15 @@ func (p *Pool) Restore(e Entry) error {
 // lowest), so reuse of a just-freed address is as late as possible.
 func (p *Pool) Assign(o Owner, now time.Time) (e Entry, existed bool, err error) {
 	if a, ok := p.byKey[o.Key]; ok {
-		return *p.entries[a], true, nil
+		return p.entries[a].Entry, true, nil
 	}
-	var best *Entry
-	for _, c := range p.entries {
-		if c.State != Available {
-			continue
-		}
-		if best == nil || c.Since.Before(best.Since) || (c.Since.Equal(best.Since) && c.Addr.Less(best.Addr)) {
-			best = c
-		}
-	}
-	if best == nil {
+	if len(p.avail) == 0 {
 		return Entry{}, false, ErrNoAvailable
 	}
+	best := p.avail[0]
 	p.set(best, Entry{Addr: best.Addr, State: Assigned, Since: now, Owner: o, AssignedAt: now})
 	p.byKey[o.Key] = best.Addr
-	return *best, false, nil
+	return best.Entry, false, nil
 }
 
 // Unassign undoes an Assign whose commit failed: the address is Available again and keeps
@@ -257,7 +265,7 @@ func (p *Pool) Release(k Key, now time.Time, cooldown time.Duration) (Entry, boo
 	}
 	delete(p.byKey, k)
 	e := p.entries[a]
-	before := *e
+	before := e.Entry
 	switch {
 	case e.Missing || e.Foreign:
 		p.drop(e)
@@ -299,13 +307,13 @@ func (p *Pool) NextExpiry() (time.Time, bool) {
 // ReleaseCandidates returns up to n Available addresses idle since at least now-delay, the
 // longest idle first (ties: highest address first, so the pool keeps its low addresses).
 func (p *Pool) ReleaseCandidates(now time.Time, delay time.Duration, n int) []netip.Addr {
-	var c []*Entry
-	for _, e := range p.entries {
-		if e.State == Available && !e.Since.After(now.Add(-delay)) {
+	var c []*slot
+	for _, e := range p.avail {
+		if !e.Since.After(now.Add(-delay)) {
 			c = append(c, e)
 		}
 	}
-	slices.SortFunc(c, func(a, b *Entry) int {
+	slices.SortFunc(c, func(a, b *slot) int {
 		if r := a.Since.Compare(b.Since); r != 0 {
 			return r
 		}
@@ -393,7 +401,7 @@ func (p *Pool) SyncNIC(own, foreign []netip.Addr, now time.Time) SyncReport {
 		mine, present := set[a]
 		switch {
 		case e.State == Assigned:
-			v := *e
+			v := e.Entry
 			v.Missing, v.Foreign = !present, present && !mine
 			if v.Missing == e.Missing && v.Foreign == e.Foreign {
 				continue
