@@ -83,9 +83,13 @@ func (b *broadcaster) deliver(ev *cnsv1.WatchPoolResponse) {
 	}
 }
 
+// watched reports whether any WatchPool stream listens; callers skip building an event's
+// message when none does.
+func (m *Manager) watched() bool { return m.events.n.Load() > 0 }
+
 // publish sends an event with the pool's counts, if anyone listens.
 func (m *Manager) publish(t cnsv1.EventType, addr netip.Addr, msg string) {
-	if m.events.n.Load() == 0 {
+	if !m.watched() {
 		return
 	}
 	m.mu.Lock()

@@ -201,7 +201,9 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 				m.mu.Unlock()
 				return Grant{}, fmt.Errorf("%w: persist assignment of %s: %w", ErrStore, e.Addr, err)
 			}
-			m.publish(eventAssigned, e.Addr, fmt.Sprintf("%s/%s (%s %s)", o.PodNamespace, o.PodName, o.ContainerID, o.IfName))
+			if m.watched() { // the message is built only for a watcher
+				m.publish(eventAssigned, e.Addr, fmt.Sprintf("%s/%s (%s %s)", o.PodNamespace, o.PodName, o.ContainerID, o.IfName))
+			}
 			return g, nil
 		}
 		if err := m.exhaustedLocked(); err != nil {
@@ -327,7 +329,9 @@ func (m *Manager) releaseHeld(k ipampool.Key, network string) (released bool, er
 		m.notifyLocked()
 	}
 	m.mu.Unlock()
-	m.publish(eventReleased, e.Addr, fmt.Sprintf("%s %s", k.ContainerID, k.IfName))
+	if m.watched() {
+		m.publish(eventReleased, e.Addr, k.ContainerID+" "+k.IfName)
+	}
 	return true, nil
 }
 
