@@ -13,7 +13,6 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
@@ -63,7 +62,16 @@ func openLinks(hostNS, podNS ns.NetNS) (*links, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlink socket in the node namespace: %w", err)
 	}
-	pod, err := netlinksafe.NewHandleAt(netns.NsHandle(int(podNS.Fd())), unix.NETLINK_ROUTE)
+	// The socket is made inside podNS.Do, which discards its thread if it cannot switch back
+	// (netlink's NewHandleAt would hand such a thread, still in the pod, back to the
+	// scheduler, and later /proc/sys writes could land in the pod). A socket stays in the
+	// namespace it was made in.
+	var pod netlinksafe.Handle
+	err = podNS.Do(func(ns.NetNS) error {
+		var err error
+		pod, err = netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+		return err
+	})
 	if err != nil {
 		host.Close()
 		return nil, fmt.Errorf("netlink socket in %s: %w", podNS.Path(), err)
@@ -103,7 +111,8 @@ type veth struct {
 // (both MACs chosen here, so nothing is looked up for the neighbour entry or the result); the
 // pod's on-link route to the gateway and its permanent neighbour entry; the node side up and
 // labelled. A nil veth means nothing was made. An ifname or host veth that appeared since the
-// pre-checks (a concurrent ADD of the same key) is errExists, with nothing made.
+// pre-checks (another attachment's interface, or a concurrent ADD of the same key) is
+// errExists, with nothing made.
 func (l *links) buildVeth(ifname, hostName, alias string, mtu int) (*veth, error) {
 	hostMAC, podMAC := vethMACs(hostName)
 	pv := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: ifname, MTU: mtu, TxQLen: -1, HardwareAddr: podMAC, Flags: net.FlagUp},
@@ -236,7 +245,7 @@ func teardownDatapath(netnsPath, ifname, hostName string) error {
 		if err != nil {
 			return nil
 		}
-		if _, ok := l.(*netlink.Veth); ok {
+		if v, ok := l.(*netlink.Veth); ok && peerIsHere(v, hostName) {
 			return netlink.LinkDel(l)
 		}
 		return nil
@@ -247,6 +256,18 @@ func teardownDatapath(netnsPath, ifname, hostName string) error {
 		return nil
 	}
 	return err
+}
+
+// peerIsHere tells a pod-side veth this attachment left behind: its peer, named hostName,
+// never left the pod (an ADD cut short before placing it). A veth whose peer is in the node
+// namespace under another name is another attachment's, and a DEL of this key leaves it.
+func peerIsHere(v *netlink.Veth, hostName string) bool {
+	idx, err := netlink.VethPeerIndex(v)
+	if err != nil {
+		return false
+	}
+	peer, err := netlink.LinkByIndex(idx)
+	return err == nil && peer.Attrs().Name == hostName
 }
 
 // checkDatapath compares the real datapath with what ADD built and names every difference.

@@ -11,9 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/vnet-cni/vnet-cni/plugin"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
@@ -54,7 +56,7 @@ func (n *node) interpose(request func(ctx context.Context, real plugin.CNS, req 
 
 // waitForLink polls the node namespace until name exists or the deadline passes.
 func (n *node) waitForLink(name string, within time.Duration) bool {
-	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.ns.Fd())))
+	h, err := netlink.NewHandleAt(netns.NsHandle(int(n.ns.Fd())), unix.NETLINK_ROUTE)
 	if err != nil {
 		return false
 	}
@@ -165,4 +167,80 @@ func TestConcurrentAddsOfDifferentPodsAllSucceed(t *testing.T) {
 			t.Errorf("node -> %s: %v", a.GetContainerId(), err)
 		}
 	}
+}
+
+// dialThen makes the node's plugin run before(...) once it has passed its pre-checks (the
+// dial comes after them), then reach the real cns with releases counted.
+func (n *node) dialThen(before func()) *atomic.Int32 {
+	releases := new(atomic.Int32)
+	var once sync.Once
+	n.p.Dial = func(c *plugin.Config) (plugin.CNS, error) {
+		once.Do(before)
+		real, err := plugin.DialCNS(c)
+		if err != nil {
+			return nil, err
+		}
+		return &interposedCNS{CNS: real, releases: releases, request: real.RequestIPs}, nil
+	}
+	return releases
+}
+
+// Two ADDs of one key at once: the one that loses the race to create the veth must not
+// release the grant, which cns gave the winner too (one key, one answer).
+func TestConcurrentAddOfTheSameKeyLeavesTheWinnerAlone(t *testing.T) {
+	n := newNode(t)
+	pod := nettest.NewNS(t)
+	var addr netip.Addr
+	releases := n.dialThen(func() {
+		// The winner runs whole between the loser's pre-checks and its veth creation.
+		winner := &node{t: t, ns: n.ns, stack: n.stack, p: plugin.New(), addr: n.addr, spool: n.spool, conf: n.conf}
+		_, addr = winner.mustAdd("same", pod)
+	})
+	_, err := n.add("same", pod)
+	if cniCode(err) != types.ErrInvalidEnvironmentVariables {
+		t.Fatalf("the losing ADD: %v (code %d), want code 4", err, cniCode(err))
+	}
+	if got := releases.Load(); got != 0 {
+		t.Fatalf("the losing ADD released %d times: the winner's address would go to another pod", got)
+	}
+	n.alive(t, "same", pod, addr)
+}
+
+// The pod's interface name taken, between the pre-checks and the veth, by another
+// attachment: the grant is this ADD's alone, so the failed ADD releases it.
+func TestAddLosingItsInterfaceNameToAnotherAttachmentReleasesItsGrant(t *testing.T) {
+	n := newNode(t)
+	pod := nettest.NewNS(t)
+	releases := n.dialThen(func() {
+		err := pod.Do(func(ns.NetNS) error {
+			return netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "other0"})
+		})
+		if err != nil {
+			t.Error(err)
+		}
+	})
+	_, err := n.add("late", pod)
+	if cniCode(err) != types.ErrInvalidEnvironmentVariables {
+		t.Fatalf("ADD over a taken eth0: %v (code %d), want code 4", err, cniCode(err))
+	}
+	if got := releases.Load(); got != 1 {
+		t.Fatalf("ADD released %d times, want once", got)
+	}
+	if got := n.allocations(); len(got) != 0 {
+		t.Fatalf("failed ADD kept its address: %v", got)
+	}
+	if !linkExists(pod, "eth0") || !linkExists(pod, "other0") {
+		t.Fatal("failed ADD deleted the other attachment's interface")
+	}
+}
+
+// A DEL of a key that has no host veth leaves a pod interface that is another attachment's.
+func TestDelOfAnotherKeyLeavesThePodsInterface(t *testing.T) {
+	n := newNode(t)
+	pod := nettest.NewNS(t)
+	_, addr := n.mustAdd("live", pod)
+	if err := n.del("never-added", pod); err != nil {
+		t.Fatalf("DEL of an unknown key: %v", err)
+	}
+	n.alive(t, "live", pod, addr)
 }

@@ -113,8 +113,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	}
 	defer done()
 	// cns refuses (ALREADY_EXISTS) a key held for another network or netns, so an address
-	// granted here is this attachment's own: the rollback below can only undo what this call
-	// made (the host veth did not exist before, and the grant is ours).
+	// granted here is this key's: the rollback below undoes only what this call made (the
+	// host veth did not exist at the pre-checks), and releases the grant unless a concurrent
+	// ADD of the same key turns out to hold it (below).
 	granted := make(chan grant, 1)
 	go func() {
 		resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
@@ -132,9 +133,17 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return undoVeth(nl, v, g.err, verr)
 	}
 	if errors.Is(verr, errExists) {
-		// A concurrent ADD of the same key made the veth between the pre-checks and ours:
-		// the grant (cns answers one key once) may be that call's, so it is not released.
-		return verr
+		// A name appeared since the pre-checks. If it is this key's host veth, a concurrent ADD
+		// of the same key made the pair (both ends at once), and the grant (cns answers one key
+		// once) is that call's too: it is not released. Otherwise the pod's interface name is
+		// another attachment's, and the grant is this call's alone: the rollback releases it.
+		_, same, lerr := linkExists(nl.host, hostName)
+		if lerr != nil { // unknown whose: leaking until DEL or GC is safe, releasing is not
+			return errors.Join(verr, fmt.Errorf("look up host veth %s: %w", hostName, lerr))
+		}
+		if same {
+			return verr
+		}
 	}
 	defer func() {
 		if err == nil {
@@ -185,8 +194,12 @@ func refuseExisting(nl *links, args *skel.CmdArgs, hostName string) error {
 	if link, exists, err := linkExists(nl.host, hostName); err != nil {
 		return fmt.Errorf("look up host veth %s: %w", hostName, err)
 	} else if exists {
-		return fmt.Errorf("%w: host veth %s (%q) of %s/%s exists: another sandbox holds this container ID and ifname; DEL it first",
-			errExists, hostName, link.Attrs().Alias, args.ContainerID, args.IfName)
+		label := ""
+		if a := link.Attrs().Alias; a != "" {
+			label = fmt.Sprintf(" (%q)", a)
+		}
+		return fmt.Errorf("%w: host veth %s%s of %s/%s exists: another sandbox holds this container ID and ifname; DEL it first",
+			errExists, hostName, label, args.ContainerID, args.IfName)
 	}
 	return nil
 }
