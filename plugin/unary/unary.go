@@ -1,84 +1,59 @@
-// Package unary makes unary gRPC calls over net/http's HTTP/2 client (unencrypted HTTP/2 with
-// prior knowledge, over a unix socket).
+// Package unary makes unary gRPC calls over HTTP/2 with prior knowledge on a unix socket.
 //
-// It exists for one caller: the CNI plugin, a process exec'd for every pod that makes one call
-// and exits. grpc-go's package initialisation (balancers, resolvers, channelz, its own HTTP/2
-// transport, status protos) costs that process about a third of its start; the standard
-// library's HTTP/2 client costs a fraction of it, and a unary call is a POST with a 5-byte
-// frame around the message and the status in the trailers. Long-lived processes use grpc-go.
+// It exists for one caller: the CNI plugin, a process exec'd for every pod that makes one or
+// two calls and exits. grpc-go's package initialisation (balancers, resolvers, channelz, its
+// HTTP/2 transport, status protos) cost that process about a fifth of its start, and net/http's
+// (the HTTP/2 client, TLS, x509) another 4 ms per exec on a 2-core VM, more than the rest of the
+// plugin's init together (README "Where ADD's and DEL's time goes"). A unary call is a POST
+// with a 5-byte frame around the message and the status in the trailers, so each call opens
+// its own connection, speaks the few HTTP/2 frames such an exchange needs (h2.go; HPACK is
+// x/net's) and closes it. Long-lived processes use grpc-go.
 package unary
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
-// MaxResponse bounds a response message; a larger one fails with ResourceExhausted, as it
-// would in grpc-go (whose default bound is 4 MiB).
+// MaxResponse bounds a response message; a larger answer is refused (Internal).
 const MaxResponse = 4 << 20
 
 // ErrTransport marks a call that got no answer: nothing listening, the connection refused or
-// lost before a status arrived. An answer, including an error status, is an *Error.
+// lost before a status arrived, or an answer that breaks HTTP/2. An answer, including an
+// error status, is an *Error.
 var ErrTransport = errors.New("grpc transport")
 
 // Conn calls the gRPC server behind one unix socket. Its zero value is not usable; see Dial.
 type Conn struct {
-	tr *http.Transport
-	hc *http.Client
+	path string
 
 	mu    sync.Mutex
-	conns []net.Conn // every connection dialled, closed by Close
+	conns map[net.Conn]struct{} // the calls in flight, closed by Close
 }
 
-// Dial returns a Conn for the server on the unix socket at path. It connects on the first call.
-func Dial(path string) *Conn {
-	c := &Conn{}
-	var p http.Protocols
-	p.SetUnencryptedHTTP2(true) // the only protocol: "http://" means HTTP/2 prior knowledge
-	d := net.Dialer{}
-	c.tr = &http.Transport{
-		Protocols: &p,
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			conn, err := d.DialContext(ctx, "unix", path)
-			if err == nil {
-				c.mu.Lock()
-				c.conns = append(c.conns, conn)
-				c.mu.Unlock()
-			}
-			return conn, err
-		},
-		DisableCompression: true,
-	}
-	c.hc = &http.Client{Transport: c.tr}
-	return c
-}
+// Dial returns a Conn for the server on the unix socket at path. Each call connects anew.
+func Dial(path string) *Conn { return &Conn{path: path, conns: map[net.Conn]struct{}{}} }
 
-// Close closes every connection the Conn made, also one whose last stream the transport has
-// not yet counted as done (an error answer in headers alone can leave it so).
+// Close ends the calls in flight; a Conn's calls leave nothing open once they return.
 func (c *Conn) Close() error {
-	c.tr.CloseIdleConnections()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, conn := range c.conns {
+	for conn := range c.conns {
 		conn.Close()
 	}
-	c.conns = nil
 	return nil
 }
 
@@ -94,45 +69,64 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	frame := make([]byte, 5, 5+len(msg))
 	binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
 	frame = append(frame, msg...)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://localhost"+method, bytes.NewReader(frame))
-	if err != nil {
-		return fmt.Errorf("%s: %w", method, err)
-	}
-	req.Header = http.Header{"Content-Type": {"application/grpc"}, "Te": {"trailers"}}
+	hdrs := []hpack.HeaderField{{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
+		{Name: ":path", Value: method}, {Name: ":authority", Value: "localhost"},
+		{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"}}
 	if dl, ok := ctx.Deadline(); ok {
-		req.Header.Set("Grpc-Timeout", timeout(time.Until(dl)))
+		hdrs = append(hdrs, hpack.HeaderField{Name: "grpc-timeout", Value: timeout(time.Until(dl))})
 	}
-	resp, err := c.hc.Do(req)
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
 		return transportErr(ctx, err)
 	}
-	defer resp.Body.Close()
-	// As grpc-go: an answer with a gRPC content type is judged by its grpc-status, whatever
-	// its HTTP status; anything else by its HTTP status.
-	grpcType := isGRPC(resp.Header.Get("Content-Type"))
-	if !grpcType || resp.StatusCode != http.StatusOK && resp.Header.Get("Grpc-Status") == "" {
+	c.mu.Lock()
+	c.conns[conn] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.conns, conn)
+		c.mu.Unlock()
+		conn.Close()
+	}()
+	// The context's end (deadline or cancel) unblocks I/O; by then ctx.Err() says why.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	r, err := exchange(conn, hdrs, frame, 5+MaxResponse)
+	var reset streamReset
+	switch {
+	case errors.As(err, &reset):
+		return &Error{Code: resetCode(uint32(reset)), Message: reset.Error()}
+	case err != nil:
+		return transportErr(ctx, err)
+	}
+	return answer(r, method, out)
+}
+
+// answer judges a complete reply: as grpc-go, one with a gRPC content type by its
+// grpc-status, whatever its HTTP status; anything else by its HTTP status.
+func answer(r *reply, method string, out proto.Message) error {
+	status, _ := strconv.Atoi(r.headers.get(":status"))
+	ct := r.headers.get("content-type")
+	if !isGRPC(ct) || status != 200 && r.headers.get("grpc-status") == "" {
 		code := codes.Unknown
-		if resp.StatusCode != http.StatusOK {
-			code = httpCode(resp.StatusCode)
+		if status != 200 {
+			code = httpCode(status)
 		}
-		return &Error{Code: code, Message: fmt.Sprintf("HTTP status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))}
+		return &Error{Code: code, Message: fmt.Sprintf("HTTP status %d, content type %q", status, ct)}
 	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 5+MaxResponse+1))
-	if err != nil {
-		return transportErr(ctx, err)
-	}
-	if len(body) > 5+MaxResponse {
+	if len(r.body) > 5+MaxResponse {
 		return &Error{Code: codes.Internal, Message: fmt.Sprintf("answer is over the %d bytes read", MaxResponse)}
 	}
 	// A trailers-only answer (an error before any message) carries its status in the headers.
-	st := resp.Trailer
-	if st.Get("Grpc-Status") == "" {
-		st = resp.Header
+	st := r.trailers
+	if st.get("grpc-status") == "" {
+		st = r.headers
 	}
 	if err := statusOf(st); err != nil {
 		return err
 	}
-	m, err := oneMessage(body)
+	m, err := oneMessage(r.body)
 	if err != nil {
 		return err
 	}
@@ -142,6 +136,19 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	return nil
 }
 
+// resetCode maps a RST_STREAM error code to a gRPC code, as the gRPC HTTP/2 protocol says.
+func resetCode(c uint32) codes.Code {
+	switch c {
+	case errCodeRefused:
+		return codes.Unavailable
+	case errCodeCancel:
+		return codes.Canceled
+	case errCodeCalm:
+		return codes.ResourceExhausted
+	}
+	return codes.Internal
+}
+
 // isGRPC tells a gRPC content type: application/grpc, alone or followed by "+codec" or ";".
 func isGRPC(ct string) bool {
 	rest, ok := strings.CutPrefix(ct, "application/grpc")
@@ -149,15 +156,10 @@ func isGRPC(ct string) bool {
 }
 
 // transportErr is a call that ended without a status: the context's end when that ended it,
-// the transport's failure otherwise (without net/http's "Post URL:" wrapping, which only
-// repeats the method the caller names).
+// the transport's failure otherwise.
 func transportErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
-	}
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		err = ue.Err
 	}
 	return fmt.Errorf("%w: %w", ErrTransport, err)
 }
@@ -182,8 +184,8 @@ func oneMessage(b []byte) ([]byte, error) {
 
 // statusOf reads the grpc-status, grpc-message and grpc-status-details-bin of an answer: nil
 // for OK, an *Error otherwise.
-func statusOf(h http.Header) error {
-	s := h.Get("Grpc-Status")
+func statusOf(h header) error {
+	s := h.get("grpc-status")
 	if s == "" {
 		return &Error{Code: codes.Unknown, Message: "answer has no grpc-status"}
 	}
@@ -194,8 +196,8 @@ func statusOf(h http.Header) error {
 	if codes.Code(c) == codes.OK {
 		return nil
 	}
-	e := &Error{Code: codes.Code(c), Message: unescape(h.Get("Grpc-Message"))}
-	if d := h.Get("Grpc-Status-Details-Bin"); d != "" {
+	e := &Error{Code: codes.Code(c), Message: unescape(h.get("grpc-message"))}
+	if d := h.get("grpc-status-details-bin"); d != "" {
 		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(d, "="))
 		if err == nil {
 			e.Details = statusDetails(b)
@@ -306,15 +308,15 @@ func timeout(d time.Duration) string {
 // says a client must.
 func httpCode(s int) codes.Code {
 	switch s {
-	case http.StatusBadRequest:
+	case 400:
 		return codes.Internal
-	case http.StatusUnauthorized:
+	case 401:
 		return codes.Unauthenticated
-	case http.StatusForbidden:
+	case 403:
 		return codes.PermissionDenied
-	case http.StatusNotFound:
+	case 404:
 		return codes.Unimplemented
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case 429, 502, 503, 504:
 		return codes.Unavailable
 	}
 	return codes.Unknown

@@ -39,6 +39,10 @@ func (s *server) RequestIPs(ctx context.Context, r *cnsv1.RequestIPsRequest) (*c
 	return s.request(ctx, r)
 }
 
+func (s *server) GarbageCollect(_ context.Context, r *cnsv1.GarbageCollectRequest) (*cnsv1.GarbageCollectResponse, error) {
+	return &cnsv1.GarbageCollectResponse{Kept: uint32(len(r.GetValidAttachments()))}, nil
+}
+
 func (s *server) ListAllocations(context.Context, *cnsv1.ListAllocationsRequest) (*cnsv1.ListAllocationsResponse, error) {
 	return &cnsv1.ListAllocationsResponse{Allocations: s.allocs}, nil
 }
