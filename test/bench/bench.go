@@ -27,6 +27,7 @@ type Config struct {
 	CNITool    string
 	CRICtl     string // crictl, for the containerd step
 	Pause      string // static pause binary, packed into the sandbox image
+	Null       string // optional: a plugin that does nothing, the floor of any Go plugin
 	WorkDir    string
 	Out        string // results.json
 	Iterations int
@@ -82,20 +83,24 @@ type Parts struct {
 
 // Results is results.json.
 type Results struct {
-	Machine    string     `json:"machine"`
-	Linkage    string     `json:"linkage"`    // how each compared plugin is linked (static or dynamic)
-	StateDisk  string     `json:"state_disk"` // file system under cns's --state in the latency run
-	FsyncMs    float64    `json:"fsync_ms"`   // median fsync there
-	AddMs      Latency    `json:"add_ms"`
-	AddCPUMs   Latency    `json:"add_cpu_ms"` // CPU time of cnitool and the plugins per ADD
-	DelMs      Latency    `json:"del_ms"`
-	Concurrent Concurrent `json:"concurrent_add"`
-	CRI        *CRI       `json:"cri,omitempty"`
-	Parts      Parts      `json:"parts"`
-	PairsPerS  float64    `json:"pairs_per_s"`
-	Burst      Burst      `json:"burst"`
-	APIBurst   APIBurst   `json:"api_burst"`
-	CNSRSSMiB  float64    `json:"cns_rss_mib"`
+	Machine   string  `json:"machine"`
+	Linkage   string  `json:"linkage"`    // how each compared plugin is linked (static or dynamic)
+	StateDisk string  `json:"state_disk"` // file system under cns's --state in the latency run
+	FsyncMs   float64 `json:"fsync_ms"`   // median fsync there
+	AddMs     Latency `json:"add_ms"`
+	AddCPUMs  Latency `json:"add_cpu_ms"` // CPU time of cnitool and the plugins per ADD
+	// NullAddMs and NullAddCPUMs are a plugin that does nothing (Ours) against the reference:
+	// the floor of any Go plugin exec'd through cnitool. Absent without --null.
+	NullAddMs    *Latency   `json:"null_add_ms,omitempty"`
+	NullAddCPUMs *Latency   `json:"null_add_cpu_ms,omitempty"`
+	DelMs        Latency    `json:"del_ms"`
+	Concurrent   Concurrent `json:"concurrent_add"`
+	CRI          *CRI       `json:"cri,omitempty"`
+	Parts        Parts      `json:"parts"`
+	PairsPerS    float64    `json:"pairs_per_s"`
+	Burst        Burst      `json:"burst"`
+	APIBurst     APIBurst   `json:"api_burst"`
+	CNSRSSMiB    float64    `json:"cns_rss_mib"`
 	// CNSRSSAnonMiB and CNSRSSFileMiB split CNSRSSMiB: heap, stacks and runtime data, and the
 	// pages of the cns binary mapped from the page cache.
 	CNSRSSAnonMiB float64 `json:"cns_rss_anon_mib"`
@@ -212,6 +217,10 @@ func printTable(w io.Writer, r *Results) {
 		r.DelMs.Ours, r.DelMs.OursP90, r.DelMs.Ref, r.DelMs.RefP90, r.DelMs.Ratio)
 	fmt.Fprintf(w, "| CPU per warm ADD median (p90): cnitool + plugins | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | |\n",
 		r.AddCPUMs.Ours, r.AddCPUMs.OursP90, r.AddCPUMs.Ref, r.AddCPUMs.RefP90, r.AddCPUMs.Ratio)
+	if r.NullAddMs != nil {
+		fmt.Fprintf(w, "| floor: a Go plugin that does nothing, warm ADD median, wall / CPU | %.1f / %.1f ms | %.1f / %.1f ms | %.2f / %.2f | |\n",
+			r.NullAddMs.Ours, r.NullAddCPUMs.Ours, r.NullAddMs.Ref, r.NullAddCPUMs.Ref, r.NullAddMs.Ratio, r.NullAddCPUMs.Ratio)
+	}
 	c := r.Concurrent
 	fmt.Fprintf(w, "| %d ADDs at once, p50 / p99 per ADD (%d rounds) | %.1f / %.1f ms | %.1f / %.1f ms | %.2f (p99) | ≤ 0.7 |\n",
 		c.Pods, c.Rounds, c.OursP50, c.OursP99, c.RefP50, c.RefP99, c.RatioP99)

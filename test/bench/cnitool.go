@@ -36,12 +36,18 @@ func newCNINode(c Config, v *vnet.VNet, tag string) (*cniNode, error) {
 		n.Socket, filepath.Join(n.Dir, "spool"))
 	ref := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"ref","plugins":[{"type":"ptp","ipMasq":false,"mtu":1500,
 		"ipam":{"type":"host-local","subnet":"10.200.0.0/16","dataDir":%q}}]}`, filepath.Join(c.WorkDir, tag, "host-local"))
-	for name, conf := range map[string]string{"10-ours.conflist": ours, "20-ref.conflist": ref} {
+	confs := map[string]string{"10-ours.conflist": ours, "20-ref.conflist": ref}
+	cniPath := c.BinDir + ":" + c.RefDir
+	if c.Null != "" {
+		confs["30-null.conflist"] = fmt.Sprintf(`{"cniVersion":"1.0.0","name":"null","plugins":[{"type":%q}]}`, filepath.Base(c.Null))
+		cniPath += ":" + filepath.Dir(c.Null)
+	}
+	for name, conf := range confs {
 		if err := os.WriteFile(filepath.Join(confDir, name), []byte(conf), 0o644); err != nil {
 			return nil, err
 		}
 	}
-	env := []string{"NETCONFPATH=" + confDir, "CNI_PATH=" + c.BinDir + ":" + c.RefDir, "PATH=" + os.Getenv("PATH")}
+	env := []string{"NETCONFPATH=" + confDir, "CNI_PATH=" + cniPath, "PATH=" + os.Getenv("PATH")}
 	return &cniNode{c: c, n: n, env: env}, nil
 }
 
@@ -87,14 +93,23 @@ func latency(ctx context.Context, c Config, r *Results) error {
 	if err != nil {
 		return err
 	}
-	var addO, addR, delO, delR, cpuO, cpuR []float64
+	podNull, err := cn.n.NewPodNS("null")
+	if err != nil {
+		return err
+	}
+	type step struct {
+		verb, net string
+		pod       ns.NetNS
+	}
+	steps := []step{{"add", "ours", podOurs}, {"add", "ref", podRef}, {"del", "ours", podOurs}, {"del", "ref", podRef}}
+	if c.Null != "" {
+		steps = append(steps, step{"add", "null", podNull}, step{"del", "null", podNull})
+	}
+	var addO, addR, delO, delR, cpuO, cpuR, addN, cpuN []float64
 	for i := range c.Iterations + 5 {
-		var t, cpu [4]time.Duration
-		for j, step := range []struct {
-			verb, net string
-			pod       ns.NetNS
-		}{{"add", "ours", podOurs}, {"add", "ref", podRef}, {"del", "ours", podOurs}, {"del", "ref", podRef}} {
-			if t[j], cpu[j], err = cn.run(ctx, step.verb, step.net, step.pod); err != nil {
+		var t, cpu [6]time.Duration
+		for j, s := range steps {
+			if t[j], cpu[j], err = cn.run(ctx, s.verb, s.net, s.pod); err != nil {
 				return err
 			}
 		}
@@ -103,10 +118,15 @@ func latency(ctx context.Context, c Config, r *Results) error {
 		}
 		addO, addR, delO, delR = append(addO, ms(t[0])), append(addR, ms(t[1])), append(delO, ms(t[2])), append(delR, ms(t[3]))
 		cpuO, cpuR = append(cpuO, ms(cpu[0])), append(cpuR, ms(cpu[1]))
+		addN, cpuN = append(addN, ms(t[4])), append(cpuN, ms(cpu[4]))
 	}
 	r.AddMs = summary(addO, addR)
 	r.DelMs = summary(delO, delR)
 	r.AddCPUMs = summary(cpuO, cpuR)
+	if c.Null != "" {
+		wall, cpu := summary(addN, addR), summary(cpuN, cpuR)
+		r.NullAddMs, r.NullAddCPUMs = &wall, &cpu
+	}
 	r.StateDisk, r.FsyncMs, err = stateDisk(filepath.Join(c.WorkDir, "lat"))
 	return err
 }
