@@ -46,8 +46,9 @@ func DialCNS(c *Config) (CNS, error) {
 	return &cnsClient{conn: unary.Dial(c.CNSSocket)}, nil
 }
 
-// cnsClient calls cns with unary gRPC over net/http (package unary): the plugin starts once
-// per pod, and grpc-go's package initialisation was the largest part of that start.
+// cnsClient calls cns with unary gRPC (package unary, which links neither grpc-go nor
+// net/http): the plugin starts once per pod, and their package initialisation was the
+// largest part of that start.
 type cnsClient struct{ conn *unary.Conn }
 
 var _ CNS = (*cnsClient)(nil)

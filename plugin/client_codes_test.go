@@ -50,6 +50,9 @@ func TestCNSOutcomesMapToCNICodes(t *testing.T) {
 		{"node out of addresses", func(context.Context, *grpc.Server, <-chan struct{}) error {
 			return cnsStatus(t, codes.ResourceExhausted)
 		}, types.ErrPluginNotAvailable},
+		{"a limit of the transport, not the pool", func(context.Context, *grpc.Server, <-chan struct{}) error {
+			return status.Error(codes.ResourceExhausted, "message larger than max")
+		}, types.ErrInternal},
 		{"key refused", func(context.Context, *grpc.Server, <-chan struct{}) error { return cnsStatus(t, codes.InvalidArgument) }, types.ErrInvalidEnvironmentVariables},
 		{"cns's wait bound passed", func(context.Context, *grpc.Server, <-chan struct{}) error {
 			return cnsStatus(t, codes.DeadlineExceeded)

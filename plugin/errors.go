@@ -49,6 +49,9 @@ func toCNIError(err error) *types.Error {
 	}
 	switch grpcCode(err) {
 	case codes.ResourceExhausted:
+		if !cnsAnswered(err) { // a transport limit (message size, flow control), not the pool
+			return types.NewError(types.ErrInternal, msg, "")
+		}
 		return types.NewError(types.ErrPluginNotAvailable, msg, "this node cannot get another VNet address")
 	case codes.Unavailable, codes.DeadlineExceeded:
 		return types.NewError(types.ErrTryAgainLater, msg, "")
@@ -61,6 +64,12 @@ func toCNIError(err error) *types.Error {
 		return types.NewError(types.ErrTryAgainLater, msg, "")
 	}
 	return types.NewError(types.ErrInternal, msg, "")
+}
+
+// cnsAnswered tells a status cns sent (with its ErrorInfo) from one its transport made.
+func cnsAnswered(err error) bool {
+	var se *unary.Error
+	return errors.As(err, &se) && isCNSAnswer(se)
 }
 
 // grpcCode finds a gRPC status anywhere in err's chain.

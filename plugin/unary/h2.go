@@ -43,6 +43,7 @@ const (
 	defaultWindow  = 65535
 	maxFrame       = 16384 // the default SETTINGS_MAX_FRAME_SIZE: every frame we send fits it
 	ourWindow      = 1 << 24
+	maxWindow      = 1<<31 - 1
 	maxHeaderBlock = 1 << 20
 	clientPreface  = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 	errCodeRefused = 0x7
@@ -50,8 +51,13 @@ const (
 	errCodeCalm    = 0xb
 )
 
-// errProtocol marks an answer that breaks HTTP/2; it is a transport failure.
-var errProtocol = errors.New("HTTP/2 protocol error")
+var (
+	// errProtocol marks an answer that breaks HTTP/2; it is a transport failure.
+	errProtocol = errors.New("HTTP/2 protocol error")
+	// errUnprocessed marks a request the server says it never processed (GOAWAY before our
+	// stream, RST_STREAM REFUSED_STREAM): it is safe to send again.
+	errUnprocessed = errors.New("request not processed")
+)
 
 // header is a header or trailer block, names in lower case; the first value of a name wins.
 type header map[string]string
@@ -62,6 +68,7 @@ func (h header) get(name string) string { return h[name] }
 type reply struct {
 	headers, trailers header
 	body              []byte // DATA of stream 1, up to the caller's limit + 1
+	endedInData       bool   // the stream ended with DATA: no trailers
 }
 
 // streamReset is a RST_STREAM of our stream: the server got the request and gave it up.
@@ -75,7 +82,7 @@ func (r streamReset) Error() string {
 // kept (the caller sees limit + 1 and refuses the answer).
 func exchange(conn net.Conn, hdrs []hpack.HeaderField, body []byte, limit int) (*reply, error) {
 	x := &h2{conn: conn, r: bufio.NewReaderSize(conn, maxFrame+9), dec: hpack.NewDecoder(4096, nil),
-		connWin: defaultWindow, streamWin: defaultWindow, limit: limit}
+		connWin: defaultWindow, streamWin: defaultWindow, peerWindow: defaultWindow, limit: limit}
 	var out bytes.Buffer
 	out.WriteString(clientPreface)
 	x.frame(&out, frameSettings, 0, 0, settings(settingEnablePush, 0, settingInitialWindowSize, ourWindow))
@@ -112,6 +119,7 @@ type h2 struct {
 	r                  *bufio.Reader
 	dec                *hpack.Decoder
 	connWin, streamWin int64 // what we may still send
+	peerWindow         int64 // the server's SETTINGS_INITIAL_WINDOW_SIZE, last seen
 	pending            []byte
 	limit              int
 	block              []byte // a header block whose CONTINUATIONs are still coming
@@ -166,9 +174,15 @@ func (x *h2) next() error {
 	}
 	switch typ {
 	case frameSettings:
+		if stream != 0 {
+			return fmt.Errorf("%w: SETTINGS on stream %d", errProtocol, stream)
+		}
 		return x.settings(flags, p)
 	case framePing:
-		if flags&flagAck == 0 && n == 8 {
+		if n != 8 || stream != 0 {
+			return fmt.Errorf("%w: PING of %d bytes on stream %d", errProtocol, n, stream)
+		}
+		if flags&flagAck == 0 {
 			return x.send(framePing, flagAck, 0, p)
 		}
 	case frameWindowUpdate:
@@ -176,22 +190,31 @@ func (x *h2) next() error {
 			return fmt.Errorf("%w: WINDOW_UPDATE of %d bytes", errProtocol, n)
 		}
 		inc := int64(binary.BigEndian.Uint32(p) & 0x7fffffff)
+		if inc == 0 {
+			return fmt.Errorf("%w: WINDOW_UPDATE of 0", errProtocol)
+		}
 		switch stream {
 		case 0:
 			x.connWin += inc
 		case 1:
 			x.streamWin += inc
 		}
+		if x.connWin > maxWindow || x.streamWin > maxWindow {
+			return fmt.Errorf("%w: window over 2^31-1", errProtocol)
+		}
 		return x.flush()
 	case frameGoAway:
-		if n < 8 {
-			return fmt.Errorf("%w: GOAWAY of %d bytes", errProtocol, n)
+		if n < 8 || stream != 0 {
+			return fmt.Errorf("%w: GOAWAY of %d bytes on stream %d", errProtocol, n, stream)
 		}
 		if last := binary.BigEndian.Uint32(p) & 0x7fffffff; last < 1 {
-			return fmt.Errorf("server going away before our stream (HTTP/2 error code %d)", binary.BigEndian.Uint32(p[4:]))
+			return fmt.Errorf("%w: server going away (HTTP/2 error code %d)", errUnprocessed, binary.BigEndian.Uint32(p[4:]))
 		}
 	case frameRSTStream:
-		if stream == 1 && n == 4 {
+		if n != 4 || stream == 0 {
+			return fmt.Errorf("%w: RST_STREAM of %d bytes on stream %d", errProtocol, n, stream)
+		}
+		if stream == 1 {
 			return streamReset(binary.BigEndian.Uint32(p))
 		}
 	case framePushPromise:
@@ -232,6 +255,9 @@ func (x *h2) next() error {
 		if stream != 1 {
 			return fmt.Errorf("%w: DATA on stream %d", errProtocol, stream)
 		}
+		if x.headers == nil || x.trailers != nil {
+			return fmt.Errorf("%w: DATA outside the response body", errProtocol)
+		}
 		p, err := unpad(flags, p)
 		if err != nil {
 			return err
@@ -239,7 +265,13 @@ func (x *h2) next() error {
 		if room := x.limit + 1 - len(x.body); room > 0 {
 			x.body = append(x.body, p[:min(len(p), room)]...)
 		}
-		if flags&flagEndStream != 0 {
+		switch {
+		case len(x.body) > x.limit:
+			// Over the bound: the caller refuses the answer without its status, and reading
+			// on would wait for window this client never gives.
+			x.done = true
+		case flags&flagEndStream != 0:
+			x.endedInData = true // no trailers: the caller judges (an error for gRPC)
 			x.done = true
 		}
 	}
@@ -260,12 +292,22 @@ func (x *h2) headerBlock(b []byte) error {
 		}
 	}
 	switch {
-	case x.headers == nil && strings.HasPrefix(h[":status"], "1"):
-		// an interim answer: the real headers follow
 	case x.headers == nil:
+		status := h[":status"]
+		if status == "" {
+			return fmt.Errorf("%w: response headers without :status", errProtocol)
+		}
+		if strings.HasPrefix(status, "1") { // an interim answer: the real headers follow
+			if x.blockEnds {
+				return fmt.Errorf("%w: interim %s answer ends the stream", errProtocol, status)
+			}
+			return nil
+		}
 		x.headers = h
-	default:
+	case x.trailers == nil && x.blockEnds:
 		x.trailers = h
+	default:
+		return fmt.Errorf("%w: a header block after the headers that does not end the stream", errProtocol)
 	}
 	if x.blockEnds {
 		x.done = true
@@ -277,6 +319,9 @@ func (x *h2) headerBlock(b []byte) error {
 // a change moves every stream's window by the difference).
 func (x *h2) settings(flags byte, p []byte) error {
 	if flags&flagAck != 0 {
+		if len(p) != 0 {
+			return fmt.Errorf("%w: SETTINGS ACK with a payload", errProtocol)
+		}
 		return nil
 	}
 	if len(p)%6 != 0 {
@@ -285,7 +330,11 @@ func (x *h2) settings(flags byte, p []byte) error {
 	for ; len(p) > 0; p = p[6:] {
 		if binary.BigEndian.Uint16(p) == settingInitialWindowSize {
 			v := int64(binary.BigEndian.Uint32(p[2:]))
-			x.streamWin += v - defaultWindow
+			if v > maxWindow {
+				return fmt.Errorf("%w: initial window %d over 2^31-1", errProtocol, v)
+			}
+			x.streamWin += v - x.peerWindow
+			x.peerWindow = v
 		}
 	}
 	if err := x.send(frameSettings, flagAck, 0, nil); err != nil {

@@ -2,6 +2,7 @@ package unary_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -49,18 +51,21 @@ func scripted(t *testing.T, script func(fr *http2.Framer) error) *unary.Conn {
 	}
 	done := make(chan error, 1)
 	go func() {
-		conn, err := l.Accept()
-		if err != nil {
-			done <- err
-			return
+		var errs []error
+		defer func() { done <- errors.Join(errs...) }()
+		for { // every connection runs the script: a client may retry on a new one
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			preface := make([]byte, len(http2.ClientPreface))
+			if _, err := io.ReadFull(conn, preface); err != nil || string(preface) != http2.ClientPreface {
+				errs = append(errs, fmt.Errorf("client preface %q: %v", preface, err))
+			} else if err := script(http2.NewFramer(conn, conn)); err != nil {
+				errs = append(errs, err)
+			}
+			conn.Close()
 		}
-		defer conn.Close()
-		preface := make([]byte, len(http2.ClientPreface))
-		if _, err := io.ReadFull(conn, preface); err != nil || string(preface) != http2.ClientPreface {
-			done <- fmt.Errorf("client preface %q: %v", preface, err)
-			return
-		}
-		done <- script(http2.NewFramer(conn, conn))
 	}()
 	t.Cleanup(func() {
 		l.Close()
@@ -235,6 +240,244 @@ func TestResetsAndGoAwaysEndTheCall(t *testing.T) {
 				t.Fatalf("got %v, want a transport error", err)
 			case !c.transport && (!errors.As(err, &e) || e.Code != c.code):
 				t.Fatalf("got %v, want code %v", err, c.code)
+			}
+		})
+	}
+}
+
+// answerOK writes a whole gRPC answer carrying m on stream 1.
+func answerOK(fr *http2.Framer, m proto.Message) error {
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(":status", "200", "content-type", "application/grpc"), EndHeaders: true}); err != nil {
+		return err
+	}
+	if err := fr.WriteData(1, false, grpcFrame(m)); err != nil {
+		return err
+	}
+	return fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block("grpc-status", "0"), EndHeaders: true, EndStream: true})
+}
+
+// windowScript checks that the client sends no more than limit bytes before the server
+// sends more window with open, then answers.
+func windowScript(start func(*http2.Framer) error, limit int, open func(*http2.Framer) error) func(*http2.Framer) error {
+	return func(fr *http2.Framer) error {
+		if err := start(fr); err != nil {
+			return err
+		}
+		var got int
+		_, err := readRequest(fr, func(f http2.Frame) error {
+			if d, ok := f.(*http2.DataFrame); ok {
+				before := got
+				got += len(d.Data())
+				switch {
+				case before < limit && got > limit:
+					return fmt.Errorf("client sent %d bytes into a window of %d", got, limit)
+				case got == limit:
+					return open(fr)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return answerOK(fr, &cnsv1.RequestIPsResponse{})
+	}
+}
+
+func TestSendWindowsAreKeptApart(t *testing.T) {
+	big := &cnsv1.RequestIPsRequest{ContainerId: string(bytes.Repeat([]byte{'c'}, 200000))}
+	for _, c := range []struct {
+		name   string
+		script func(*http2.Framer) error
+	}{
+		{"the connection window binds though the stream's is large", func(fr *http2.Framer) error {
+			// SETTINGS open the stream's window; a PING after them is answered only once the
+			// client has sent whatever they let it send: all of it must fit the connection's.
+			if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20}); err != nil {
+				return err
+			}
+			if err := fr.WritePing(false, [8]byte{9}); err != nil {
+				return err
+			}
+			var got int
+			var opened bool
+			_, err := readRequest(fr, func(f http2.Frame) error {
+				switch f := f.(type) {
+				case *http2.DataFrame:
+					got += len(f.Data())
+				case *http2.PingFrame:
+					if got > 65535 {
+						return fmt.Errorf("client sent %d bytes into a connection window of 65535", got)
+					}
+					opened = true
+					return fr.WriteWindowUpdate(0, 1<<20)
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if !opened {
+				return fmt.Errorf("client sent all %d bytes before the connection window opened", got)
+			}
+			return answerOK(fr, &cnsv1.RequestIPsResponse{})
+		}},
+		{"a repeated initial window is no change", windowScript(func(fr *http2.Framer) error {
+			for range 2 {
+				if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 70000}); err != nil {
+					return err
+				}
+			}
+			return fr.WriteWindowUpdate(0, 1<<20)
+		}, 70000, func(fr *http2.Framer) error { return fr.WriteWindowUpdate(1, 1<<20) })},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if err := scripted(t, c.script).Invoke(ctx(t), "/x/y", big, new(cnsv1.RequestIPsResponse)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// An answer far over MaxResponse (and over the window the client gives) fails at once as
+// Internal, not after the deadline.
+func TestAnswerOverTheBoundFailsAtOnce(t *testing.T) {
+	c := scripted(t, func(fr *http2.Framer) error {
+		if err := fr.WriteSettings(); err != nil {
+			return err
+		}
+		if _, err := readRequest(fr, nil); err != nil {
+			return err
+		}
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(":status", "200", "content-type", "application/grpc"), EndHeaders: true}); err != nil {
+			return err
+		}
+		chunk := make([]byte, 16384)
+		for range 2048 { // 32 MiB, twice the window: writes fail once the client has gone
+			if fr.WriteData(1, false, chunk) != nil {
+				return nil
+			}
+		}
+		return nil
+	})
+	cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := c.Invoke(cctx, "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
+	var e *unary.Error
+	if !errors.As(err, &e) || e.Code != codes.Internal || cctx.Err() != nil {
+		t.Fatalf("got %v (context %v), want Internal before the deadline", err, cctx.Err())
+	}
+}
+
+// A server that never answers: the call ends with the caller's deadline, as the context's
+// error, and leaves nothing open.
+func TestSilentServerEndsAtTheDeadline(t *testing.T) {
+	c := scripted(t, func(fr *http2.Framer) error {
+		for { // read until the client hangs up; never answer
+			if _, err := fr.ReadFrame(); err != nil {
+				return nil
+			}
+		}
+	})
+	cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := c.Invoke(cctx, "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want the deadline", err)
+	}
+}
+
+func TestUnprocessedRequestsAreSentOnceMore(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		first func(*http2.Framer) error
+	}{
+		{"REFUSED_STREAM", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeRefusedStream) }},
+		{"GOAWAY before our stream", func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var conns int
+			conn := scripted(t, func(fr *http2.Framer) error {
+				conns++
+				if err := fr.WriteSettings(); err != nil {
+					return err
+				}
+				if _, err := readRequest(fr, nil); err != nil {
+					return err
+				}
+				if conns == 1 {
+					return c.first(fr)
+				}
+				return answerOK(fr, &cnsv1.StatusResponse{Ready: true})
+			})
+			var got cnsv1.StatusResponse
+			if err := conn.Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, &got); err != nil || !got.GetReady() {
+				t.Fatalf("got %v, ready %v: want the answer of the second attempt", err, got.GetReady())
+			}
+		})
+	}
+	// GOAWAY that covers our stream: the server finishes it, and the answer counts.
+	conn := scripted(t, func(fr *http2.Framer) error {
+		if err := fr.WriteSettings(); err != nil {
+			return err
+		}
+		if _, err := readRequest(fr, nil); err != nil {
+			return err
+		}
+		if err := fr.WriteGoAway(1, http2.ErrCodeNo, nil); err != nil {
+			return err
+		}
+		return answerOK(fr, &cnsv1.StatusResponse{Ready: true})
+	})
+	var got cnsv1.StatusResponse
+	if err := conn.Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, &got); err != nil || !got.GetReady() {
+		t.Fatalf("GOAWAY after our stream: got %v, ready %v", err, got.GetReady())
+	}
+}
+
+// Answers that break the order of an HTTP/2 response are transport errors, not answers.
+func TestOutOfOrderAnswersAreProtocolErrors(t *testing.T) {
+	hdr := func(fields ...string) http2.HeadersFrameParam {
+		return http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(fields...), EndHeaders: true}
+	}
+	for _, c := range []struct {
+		name string
+		send func(fr *http2.Framer) error
+	}{
+		{"DATA before HEADERS", func(fr *http2.Framer) error { return fr.WriteData(1, true, grpcFrame(&cnsv1.StatusResponse{})) }},
+		{"HEADERS without :status", func(fr *http2.Framer) error {
+			p := hdr("content-type", "application/grpc", "grpc-status", "0")
+			p.EndStream = true
+			return fr.WriteHeaders(p)
+		}},
+		{"an interim answer that ends the stream", func(fr *http2.Framer) error {
+			p := hdr(":status", "103")
+			p.EndStream = true
+			return fr.WriteHeaders(p)
+		}},
+		{"trailers that do not end the stream", func(fr *http2.Framer) error {
+			if err := fr.WriteHeaders(hdr(":status", "200", "content-type", "application/grpc")); err != nil {
+				return err
+			}
+			return fr.WriteHeaders(hdr("grpc-status", "0"))
+		}},
+		{"RST_STREAM of the wrong length", func(fr *http2.Framer) error { return fr.WriteRawFrame(http2.FrameRSTStream, 0, 1, []byte{0, 0, 8}) }},
+		{"WINDOW_UPDATE of 0", func(fr *http2.Framer) error {
+			return fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn := scripted(t, func(fr *http2.Framer) error {
+				if err := fr.WriteSettings(); err != nil {
+					return err
+				}
+				if _, err := readRequest(fr, nil); err != nil {
+					return err
+				}
+				return c.send(fr)
+			})
+			err := conn.Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
+			if !errors.Is(err, unary.ErrTransport) {
+				t.Fatalf("got %v, want a transport error", err)
 			}
 		})
 	}

@@ -75,10 +75,30 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	if dl, ok := ctx.Deadline(); ok {
 		hdrs = append(hdrs, hpack.HeaderField{Name: "grpc-timeout", Value: timeout(time.Until(dl))})
 	}
+	// A request the server says it never processed (it was going away, or refused the
+	// stream) is sent once more, on a new connection.
+	r, err := c.exchange(ctx, hdrs, frame)
+	if errors.Is(err, errUnprocessed) {
+		r, err = c.exchange(ctx, hdrs, frame)
+	}
+	var reset streamReset
+	switch {
+	case errors.Is(err, errUnprocessed) && errors.As(err, &reset):
+		return &Error{Code: codes.Unavailable, Message: reset.Error()}
+	case errors.Is(err, errUnprocessed):
+		return transportErr(ctx, err)
+	case err != nil:
+		return err
+	}
+	return answer(r, method, out)
+}
+
+// exchange makes one attempt on a new connection; its errors are final except errUnprocessed.
+func (c *Conn) exchange(ctx context.Context, hdrs []hpack.HeaderField, frame []byte) (*reply, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.path)
 	if err != nil {
-		return transportErr(ctx, err)
+		return nil, transportErr(ctx, err)
 	}
 	c.mu.Lock()
 	c.conns[conn] = struct{}{}
@@ -93,14 +113,28 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	r, err := exchange(conn, hdrs, frame, 5+MaxResponse)
+	if err == nil {
+		return r, nil
+	}
+	// The caller's deadline or cancel wins over what it caused: grpc-go's server resets the
+	// stream (CANCEL) when the grpc-timeout we sent passes, racing our own deadline.
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
 	var reset streamReset
 	switch {
+	case errors.Is(err, errUnprocessed):
+		return nil, err
+	case errors.As(err, &reset) && uint32(reset) == errCodeRefused:
+		return nil, fmt.Errorf("%w: %w", errUnprocessed, err)
 	case errors.As(err, &reset):
-		return &Error{Code: resetCode(uint32(reset)), Message: reset.Error()}
-	case err != nil:
-		return transportErr(ctx, err)
+		code := resetCode(uint32(reset))
+		if dl, ok := ctx.Deadline(); ok && code == codes.Canceled && !time.Now().Before(dl) {
+			code = codes.DeadlineExceeded
+		}
+		return nil, &Error{Code: code, Message: reset.Error()}
 	}
-	return answer(r, method, out)
+	return nil, transportErr(ctx, err)
 }
 
 // answer judges a complete reply: as grpc-go, one with a gRPC content type by its
@@ -117,6 +151,9 @@ func answer(r *reply, method string, out proto.Message) error {
 	}
 	if len(r.body) > 5+MaxResponse {
 		return &Error{Code: codes.Internal, Message: fmt.Sprintf("answer is over the %d bytes read", MaxResponse)}
+	}
+	if r.endedInData {
+		return &Error{Code: codes.Internal, Message: "server closed the stream without sending trailers"}
 	}
 	// A trailers-only answer (an error before any message) carries its status in the headers.
 	st := r.trailers
@@ -136,17 +173,21 @@ func answer(r *reply, method string, out proto.Message) error {
 	return nil
 }
 
-// resetCode maps a RST_STREAM error code to a gRPC code, as the gRPC HTTP/2 protocol says.
+// resetCode maps a RST_STREAM error code to a gRPC code, as grpc-go's client does.
 func resetCode(c uint32) codes.Code {
 	switch c {
+	case 0x0, 0x1, 0x2, 0x4, 0x5, 0x6, 0x9, 0xa, 0xd: // NO_ERROR, PROTOCOL, INTERNAL, SETTINGS_TIMEOUT,
+		return codes.Internal // STREAM_CLOSED, FRAME_SIZE, COMPRESSION, CONNECT, HTTP_1_1_REQUIRED
+	case 0x3, errCodeCalm: // FLOW_CONTROL, ENHANCE_YOUR_CALM
+		return codes.ResourceExhausted
 	case errCodeRefused:
 		return codes.Unavailable
 	case errCodeCancel:
 		return codes.Canceled
-	case errCodeCalm:
-		return codes.ResourceExhausted
+	case 0xc: // INADEQUATE_SECURITY
+		return codes.PermissionDenied
 	}
-	return codes.Internal
+	return codes.Unknown
 }
 
 // isGRPC tells a gRPC content type: application/grpc, alone or followed by "+codec" or ";".
