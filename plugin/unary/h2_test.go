@@ -103,6 +103,15 @@ func readRequest(fr *http2.Framer, onFrame func(http2.Frame) error) ([]byte, err
 	}
 }
 
+// takeRequest sends the server's (empty) SETTINGS and reads the client's request.
+func takeRequest(fr *http2.Framer) error {
+	if err := fr.WriteSettings(); err != nil {
+		return err
+	}
+	_, err := readRequest(fr, nil)
+	return err
+}
+
 func block(fields ...string) []byte {
 	var b bytes.Buffer
 	enc := hpack.NewEncoder(&b)
@@ -225,10 +234,7 @@ func TestResetsAndGoAwaysEndTheCall(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := scripted(t, func(fr *http2.Framer) error {
-				if err := fr.WriteSettings(); err != nil {
-					return err
-				}
-				if _, err := readRequest(fr, nil); err != nil {
+				if err := takeRequest(fr); err != nil {
 					return err
 				}
 				return c.end(fr)
@@ -343,10 +349,7 @@ func TestSendWindowsAreKeptApart(t *testing.T) {
 // Internal, not after the deadline.
 func TestAnswerOverTheBoundFailsAtOnce(t *testing.T) {
 	c := scripted(t, func(fr *http2.Framer) error {
-		if err := fr.WriteSettings(); err != nil {
-			return err
-		}
-		if _, err := readRequest(fr, nil); err != nil {
+		if err := takeRequest(fr); err != nil {
 			return err
 		}
 		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(":status", "200", "content-type", "application/grpc"), EndHeaders: true}); err != nil {
@@ -398,10 +401,7 @@ func TestUnprocessedRequestsAreSentOnceMore(t *testing.T) {
 			var conns int
 			conn := scripted(t, func(fr *http2.Framer) error {
 				conns++
-				if err := fr.WriteSettings(); err != nil {
-					return err
-				}
-				if _, err := readRequest(fr, nil); err != nil {
+				if err := takeRequest(fr); err != nil {
 					return err
 				}
 				if conns == 1 {
@@ -417,10 +417,7 @@ func TestUnprocessedRequestsAreSentOnceMore(t *testing.T) {
 	}
 	// GOAWAY that covers our stream: the server finishes it, and the answer counts.
 	conn := scripted(t, func(fr *http2.Framer) error {
-		if err := fr.WriteSettings(); err != nil {
-			return err
-		}
-		if _, err := readRequest(fr, nil); err != nil {
+		if err := takeRequest(fr); err != nil {
 			return err
 		}
 		if err := fr.WriteGoAway(1, http2.ErrCodeNo, nil); err != nil {
@@ -467,10 +464,7 @@ func TestOutOfOrderAnswersAreProtocolErrors(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := scripted(t, func(fr *http2.Framer) error {
-				if err := fr.WriteSettings(); err != nil {
-					return err
-				}
-				if _, err := readRequest(fr, nil); err != nil {
+				if err := takeRequest(fr); err != nil {
 					return err
 				}
 				return c.send(fr)
