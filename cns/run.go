@@ -109,7 +109,9 @@ const maxStreamsTCP = 32
 // or ReleaseIPs waits about a millisecond for its group commit) the stream gets a goroutine
 // of its own, whose stack is grown and copied afresh. With GOMAXPROCS workers that stack
 // growth was 6% of the CPU of 64 concurrent clients (the pairs benchmark); 64 covers the CNI
-// calls of a node starting or stopping many pods at once. An idle worker costs its stack.
+// calls of a node starting or stopping many pods at once. An idle worker costs its stack. A
+// WatchPool stream holds its worker while it lasts: with maxWatchersUnix streams open, the
+// calls go back to goroutines of their own (slower, not wrong).
 const streamWorkersUnix = 64
 
 // openNIC builds the cloud side --ipam-source selects: ARM, or the node's NodeNetworkConfig.

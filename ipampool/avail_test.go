@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 )
@@ -21,6 +22,43 @@ func scanPick(p *Pool) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	return best.Addr, true
+}
+
+// scanCandidates is ReleaseCandidates' rule written as a scan: Available addresses idle since
+// at least now-delay, the longest idle first, ties to the highest address.
+func scanCandidates(p *Pool, now time.Time, delay time.Duration, n int) []netip.Addr {
+	var c []*slot
+	for _, e := range p.entries {
+		if e.State == Available && !e.Since.After(now.Add(-delay)) {
+			c = append(c, e)
+		}
+	}
+	slices.SortFunc(c, func(a, b *slot) int {
+		if d := a.Since.Compare(b.Since); d != 0 {
+			return d
+		}
+		return b.Addr.Compare(a.Addr)
+	})
+	out := []netip.Addr{}
+	for _, e := range c[:min(n, len(c))] {
+		out = append(out, e.Addr)
+	}
+	return out
+}
+
+// An Available entry whose Since changes stays in heap order (set's fix branch).
+func TestHeapFollowsASinceChangeOfAnAvailableEntry(t *testing.T) {
+	p := New()
+	all := addrs(8)
+	for i, a := range all {
+		p.Adopt(a, t0.Add(time.Duration(i)*time.Second))
+	}
+	e := p.entries[all[0]]
+	p.set(e, Entry{Addr: e.Addr, State: Available, Since: t0.Add(time.Hour)}) // idle the least now
+	checkHeap(t, p)
+	if got, _, _ := p.Assign(Owner{Key: Key{ContainerID: "c", IfName: "eth0"}}, t0.Add(2*time.Hour)); got.Addr != all[1] {
+		t.Fatalf("Assign chose %s, want %s (the longest idle after the change)", got.Addr, all[1])
+	}
 }
 
 // checkHeap verifies the heap holds exactly the Available entries, each at its index, in order.
@@ -58,14 +96,18 @@ func TestAssignHeapMatchesScan(t *testing.T) {
 		now = now.Add(time.Duration(r.IntN(3)) * time.Second)
 		a := all[r.IntN(len(all))]
 		k := Key{ContainerID: fmt.Sprint("c", r.IntN(30)), IfName: "eth0"}
-		switch r.IntN(9) {
+		switch r.IntN(11) {
 		case 0:
 			p.Adopt(a, now)
 		case 1, 2:
 			want, ok := scanPick(p)
+			_, held := p.Lookup(k)
 			e, existed, err := p.Assign(Owner{Key: k}, now)
 			if err == nil && !existed && (!ok || e.Addr != want) {
 				t.Fatalf("step %d: Assign chose %s, scan %s", i, e.Addr, want)
+			}
+			if err != nil && ok && !held {
+				t.Fatalf("step %d: Assign found nothing, scan %s", i, want)
 			}
 		case 3:
 			p.Release(k, now, time.Duration(r.IntN(2))*time.Second)
@@ -78,8 +120,19 @@ func TestAssignHeapMatchesScan(t *testing.T) {
 		case 7:
 			p.CancelRelease([]netip.Addr{a}, now)
 		case 8:
-			own := all[:r.IntN(len(all))]
-			p.SyncNIC(own, nil, now)
+			split := r.IntN(len(all))
+			p.SyncNIC(all[:split], all[split:split+r.IntN(len(all)-split+1)], now)
+		case 9:
+			delay := time.Duration(r.IntN(4)) * time.Second
+			if got, want := p.ReleaseCandidates(now, delay, 5), scanCandidates(p, now, delay, 5); !slices.Equal(got, want) {
+				t.Fatalf("step %d: ReleaseCandidates %v, scan %v", i, got, want)
+			}
+		case 10: // loading durable state: a cooling-down address the pool does not hold yet
+			if _, ok := p.Get(a); !ok {
+				if err := p.Restore(Entry{Addr: a, State: Cooldown, Since: now.Add(-time.Duration(r.IntN(5)) * time.Second)}); err != nil {
+					t.Fatalf("step %d: Restore of %s: %v", i, a, err)
+				}
+			}
 		}
 		checkHeap(t, p)
 	}

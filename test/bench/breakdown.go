@@ -18,8 +18,8 @@ import (
 // breakdown prices the parts of one ADD/DEL apart, on the latency step's cns: process
 // start and package init of each binary (CNI VERSION does nothing else), cnitool's own
 // start, a fresh gRPC connection plus one call with no disk work (Status), RequestIPs and
-// ReleaseIPs on an open connection (cns's handling and its fsynced commit), and an fsync
-// on the state's disk. The datapath floor is measured by floor.
+// ReleaseIPs as the plugin makes them (each on its own connection: cns's handling and its
+// fsynced commit), and an fsync on the state's disk. The datapath floor is measured by floor.
 func breakdown(ctx context.Context, c Config, r *Results) error {
 	v, err := newVNet(c, "parts", nil, 0)
 	if err != nil {
@@ -53,15 +53,12 @@ func breakdown(ctx context.Context, c Config, r *Results) error {
 		*e.dst = quantile(samples[i], 0.5)
 	}
 	conf := &plugin.Config{CNSSocket: n.Socket}
-	// RequestIPs and ReleaseIPs through the plugin's own client, on a connection already open.
-	open, err := plugin.DialCNS(conf)
+	// RequestIPs and ReleaseIPs through the plugin's own client, which connects per call.
+	cns, err := plugin.DialCNS(conf)
 	if err != nil {
 		return err
 	}
-	defer open.Close()
-	if _, err := open.Status(ctx); err != nil {
-		return err
-	}
+	defer cns.Close()
 	var dial, req, rel []float64
 	for i := range c.Iterations {
 		start := time.Now()
@@ -76,12 +73,12 @@ func breakdown(ctx context.Context, c Config, r *Results) error {
 		dial = append(dial, ms(time.Since(start)))
 		id := fmt.Sprint("parts-", i)
 		start = time.Now()
-		if _, err := open.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"}); err != nil {
+		if _, err := cns.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"}); err != nil {
 			return err
 		}
 		req = append(req, ms(time.Since(start)))
 		start = time.Now()
-		if err := open.ReleaseIPs(ctx, "", id, "eth0"); err != nil {
+		if err := cns.ReleaseIPs(ctx, "", id, "eth0"); err != nil {
 			return err
 		}
 		rel = append(rel, ms(time.Since(start)))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,35 +98,56 @@ func latency(ctx context.Context, c Config, r *Results) error {
 	if err != nil {
 		return err
 	}
-	type step struct {
-		verb, net string
-		pod       ns.NetNS
-	}
-	steps := []step{{"add", "ours", podOurs}, {"add", "ref", podRef}, {"del", "ours", podOurs}, {"del", "ref", podRef}}
+	nets := []string{"ours", "ref"}
 	if c.Null != "" {
-		steps = append(steps, step{"add", "null", podNull}, step{"del", "null", podNull})
+		nets = append(nets, "null")
 	}
-	var addO, addR, delO, delR, cpuO, cpuR, addN, cpuN []float64
+	pod := map[string]ns.NetNS{"ours": podOurs, "ref": podRef, "null": podNull}
+	wall, cpu := map[string][]float64{}, map[string][]float64{}
+	var cnsCPU time.Duration // cns's CPU over our ADDs: our IPAM's share, as host-local's is theirs
+	settled := func(p *cnsv1.PoolCounts) bool { return p.GetPending() == 0 }
 	for i := range c.Iterations + 5 {
-		var t, cpu [6]time.Duration
-		for j, s := range steps {
-			if t[j], cpu[j], err = cn.run(ctx, s.verb, s.net, s.pod); err != nil {
-				return err
+		// The order rotates every round, so no plugin always runs right after another's
+		// step (and a scale-up it set off).
+		order := append(slices.Clone(nets[i%len(nets):]), nets[:i%len(nets)]...)
+		for _, verb := range []string{"add", "del"} {
+			for _, net := range order {
+				if err := settle(cn.n.Pool, settled); err != nil { // no NIC write under anyone's step
+					return err
+				}
+				before, err := cpuTime(cn.n.PID())
+				if err != nil {
+					return err
+				}
+				took, used, err := cn.run(ctx, verb, net, pod[net])
+				if err != nil {
+					return err
+				}
+				after, err := cpuTime(cn.n.PID())
+				if err != nil {
+					return err
+				}
+				if i < 5 { // warm-up: page cache, first scale-up
+					continue
+				}
+				wall[verb+net] = append(wall[verb+net], ms(took))
+				if verb == "add" {
+					cpu[net] = append(cpu[net], ms(used))
+					if net == "ours" {
+						cnsCPU += after - before
+					}
+				}
 			}
 		}
-		if i < 5 { // warm-up: page cache, first scale-up
-			continue
-		}
-		addO, addR, delO, delR = append(addO, ms(t[0])), append(addR, ms(t[1])), append(delO, ms(t[2])), append(delR, ms(t[3]))
-		cpuO, cpuR = append(cpuO, ms(cpu[0])), append(cpuR, ms(cpu[1]))
-		addN, cpuN = append(addN, ms(t[4])), append(cpuN, ms(cpu[4]))
 	}
-	r.AddMs = summary(addO, addR)
-	r.DelMs = summary(delO, delR)
-	r.AddCPUMs = summary(cpuO, cpuR)
+	r.AddMs = summary(wall["addours"], wall["addref"])
+	r.DelMs = summary(wall["delours"], wall["delref"])
+	r.AddCPUMs = summary(cpu["ours"], cpu["ref"])
+	r.AddCNSCPUMs = ms(cnsCPU) / float64(c.Iterations)
+	r.AddCPURatio = round((r.AddCPUMs.Ours + r.AddCNSCPUMs) / r.AddCPUMs.Ref)
 	if c.Null != "" {
-		wall, cpu := summary(addN, addR), summary(cpuN, cpuR)
-		r.NullAddMs, r.NullAddCPUMs = &wall, &cpu
+		w, u := summary(wall["addnull"], wall["addref"]), summary(cpu["null"], cpu["ref"])
+		r.NullAddMs, r.NullAddCPUMs = &w, &u
 	}
 	r.StateDisk, r.FsyncMs, err = stateDisk(filepath.Join(c.WorkDir, "lat"))
 	return err
@@ -135,10 +157,10 @@ func latency(ctx context.Context, c Config, r *Results) error {
 // start together; each ADD's own latency is kept. Rounds alternate ours and the reference,
 // every pod is deleted between rounds.
 func concurrent(ctx context.Context, c Config, r *Results) error {
-	const pods, rounds = 30, 6
+	const pods, rounds, minFree = 30, 6, 40
 	// The warm pool holds at least the 30: min free above the burst, as an operator sizing
 	// a pool for ReplicaSets of 30 would set it.
-	v, err := newVNet(c, "conc", []string{"--min-free", "40", "--max-free", "80", "--batch-size", "32"}, 0)
+	v, err := newVNet(c, "conc", []string{"--min-free", fmt.Sprint(minFree), "--max-free", "80", "--batch-size", "32"}, 0)
 	if err != nil {
 		return err
 	}
@@ -155,15 +177,17 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 	}
 	var ours, ref []float64
 	var cpu [2]time.Duration // cnitool + plugins, for ours and ref
-	var cnsTicks int64       // cns's CPU for ours' ADD bursts and the refill they cause
-	quiet := func(p *cnsv1.PoolCounts) bool { return p.GetAvailable() >= pods && p.GetPending() == 0 }
+	var cnsCPU time.Duration // cns's CPU for ours' ADD bursts and the refill they cause
+	// Quiet: the pool is back at min free (40) with no NIC write in flight. Right after our
+	// burst it is below min free until the refill's write has landed.
+	quiet := func(p *cnsv1.PoolCounts) bool { return p.GetAvailable() >= minFree && p.GetPending() == 0 }
 	for round := range rounds {
 		for _, network := range []string{"ours", "ref"} {
 			// cns is quiet before every burst, so its refill never competes with the reference.
 			if err := settle(cn.n.Pool, quiet); err != nil {
 				return err
 			}
-			before, err := procTicks(cn.n.PID())
+			before, err := cpuTime(cn.n.PID())
 			if err != nil {
 				return err
 			}
@@ -176,7 +200,7 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 					return err
 				}
 			}
-			after, err := procTicks(cn.n.PID())
+			after, err := cpuTime(cn.n.PID())
 			if err != nil {
 				return err
 			}
@@ -189,7 +213,7 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 			if network == "ours" {
 				ours = append(ours, took...)
 				cpu[0] += burstCPU
-				cnsTicks += after - before
+				cnsCPU += after - before
 			} else {
 				ref = append(ref, took...)
 				cpu[1] += burstCPU
@@ -201,33 +225,37 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 	r.Concurrent.RatioP99 = round(r.Concurrent.OursP99 / r.Concurrent.RefP99)
 	n := float64(pods * (rounds - 1))
 	r.Concurrent.OursCPU, r.Concurrent.RefCPU = ms(cpu[0])/n, ms(cpu[1])/n
-	r.Concurrent.CNSCPU = float64(cnsTicks) * 1000 / clockTicks / n
+	r.Concurrent.CNSCPU = ms(cnsCPU) / n
 	r.Concurrent.RatioCPU = round((r.Concurrent.OursCPU + r.Concurrent.CNSCPU) / r.Concurrent.RefCPU)
 	return nil
 }
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat's CPU times (100 on Linux).
-const clockTicks = 100
-
-// procTicks returns the user + system CPU ticks a process has used, its exited threads
-// included. A tick is 10 ms: over 150 ADDs the figure per ADD is good to about 0.1 ms.
-func procTicks(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+// cpuTime returns the CPU time a process's threads have used, to the nanosecond
+// (/proc/<pid>/task/*/schedstat); a thread that exits in between is not counted (cns's
+// threads live as long as it does).
+func cpuTime(pid int) (time.Duration, error) {
+	dir := fmt.Sprintf("/proc/%d/task", pid)
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err
 	}
-	// Fields after the command (which may hold spaces) start after its closing parenthesis;
-	// utime and stime are fields 14 and 15, the 12th and 13th after it.
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields after the command", pid, len(f))
+	var sum time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(dir, t.Name(), "schedstat"))
+		if err != nil {
+			continue // the thread exited
+		}
+		f := strings.Fields(string(b))
+		if len(f) == 0 {
+			return 0, fmt.Errorf("%s/%s/schedstat is empty", dir, t.Name())
+		}
+		ns, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, err
+		}
+		sum += time.Duration(ns)
 	}
-	u, err := strconv.ParseInt(f[11], 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	st, err := strconv.ParseInt(f[12], 10, 64)
-	return u + st, err
+	return sum, nil
 }
 
 // burst runs verb for every pod at once and returns each call's latency in ms and the CPU
