@@ -57,7 +57,8 @@ func DefaultConfig() Config {
 		Kube:       k8s.Config{Timeout: 30 * time.Second, GCGrace: 2 * time.Minute},
 		Azure:      azure.Config{Auth: azure.AuthManagedIdentity},
 		Pool: ManagerConfig{Limits: ipampool.DefaultLimits(), RequestWait: 20 * time.Second, CloudTimeout: 90 * time.Second,
-			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500},
+			ReconcileInterval: 30 * time.Second, ReleaseSpool: "/var/lib/cns/release-spool", BackoffMin: 500 * time.Millisecond, BackoffMax: 30 * time.Second, MTU: 1500,
+			DemandSettle: defaultDemandSettle, DemandHold: defaultDemandHold},
 	}
 }
 
@@ -101,6 +102,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&p.ReconcileInterval, "reconcile-interval", p.ReconcileInterval, "how often the NIC is re-read")
 	fs.DurationVar(&p.BackoffMin, "backoff-min", p.BackoffMin, "first retry delay after a cloud failure")
 	fs.DurationVar(&p.BackoffMax, "backoff-max", p.BackoffMax, "cap of the retry delay (a longer Retry-After is honoured)")
+	fs.DurationVar(&p.DemandSettle, "demand-settle", p.DemandSettle, "with the API server: how long the events of pods bound to this node must pause before cns writes for them")
+	fs.DurationVar(&p.DemandHold, "demand-hold", p.DemandHold, "with the API server: longest cns holds a write for bound pods while their events keep coming")
 	fs.BoolVar(&c.IPMasq, "ip-masq", c.IPMasq, "SNAT pod traffic to destinations outside --non-masquerade-cidrs to the node address (nftables table "+masq.Table+" in cns's network namespace)")
 	fs.Func("non-masquerade-cidrs", "comma-separated CIDRs pods reach with their own address (default: the NIC's subnet)", func(s string) error {
 		c.NonMasqCIDRs = nil
@@ -147,6 +150,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	p := c.Pool
+	if p.DemandSettle <= 0 || p.DemandHold < p.DemandSettle {
+		errs = append(errs, errors.New("--demand-settle must be positive and --demand-hold at least --demand-settle"))
+	}
 	if p.RequestWait <= 0 || p.CloudTimeout <= 0 || p.ReconcileInterval <= 0 || p.BackoffMin <= 0 || p.BackoffMax < p.BackoffMin {
 		errs = append(errs, errors.New("--request-wait, --cloud-timeout, --reconcile-interval and --backoff-min must be positive, --backoff-max at least --backoff-min"))
 	}

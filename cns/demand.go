@@ -1,6 +1,7 @@
 package cns
 
 import (
+	"cmp"
 	"context"
 	"time"
 
@@ -23,12 +24,14 @@ type PodSource interface {
 var _ PodSource = (*k8s.Pods)(nil)
 
 // A burst of pods is bound one API event at a time. Growth for bound pods alone (no request
-// waiting yet) waits until the events have been quiet for demandSettle, and at most
-// demandHold, so that one NIC write covers the whole burst instead of its first pod. A
-// request that finds the pool empty never waits for this: waiters are served at once.
+// waiting yet) waits until the events have paused for the settle window, and at most the
+// hold, so that one NIC write covers the whole burst instead of its first pod. A request
+// that finds the pool empty never waits for this: waiters are served at once. A pause in a
+// burst longer than the window (a loaded API server, kubelet or cns) splits it into two
+// writes: safe, one write more.
 const (
-	demandSettle = 100 * time.Millisecond
-	demandHold   = time.Second
+	defaultDemandSettle = 100 * time.Millisecond
+	defaultDemandHold   = time.Second
 )
 
 // UsePods makes the pods bound to this node count as demand. Call before Run.
@@ -61,8 +64,9 @@ func (m *Manager) demandLocked(now time.Time, in ipampool.Input) (bound int, hol
 	if m.demandSince.IsZero() {
 		m.demandSince = now
 	}
-	quiet := changed.Add(demandSettle).Sub(now)
-	if quiet > 0 && now.Sub(m.demandSince) < demandHold {
+	settle, holdMax := cmp.Or(m.cfg.DemandSettle, defaultDemandSettle), cmp.Or(m.cfg.DemandHold, defaultDemandHold)
+	quiet := changed.Add(settle).Sub(now)
+	if quiet > 0 && now.Sub(m.demandSince) < holdMax {
 		return bound, quiet
 	}
 	return bound, 0

@@ -42,7 +42,11 @@ type ManagerConfig struct {
 	BackoffMin        time.Duration // first retry delay after a cloud failure
 	BackoffMax        time.Duration // cap of the retry delay (Retry-After may exceed it)
 	MTU               uint32        // VNet MTU reported to pods
-	ReleaseSpool      string        // directory of releases the plugin could not deliver
+	// DemandSettle and DemandHold bound how long a growth that only pods bound to the node
+	// call for waits while their events are still arriving: until the events pause for
+	// DemandSettle, at most DemandHold. Zero means the defaults (100 ms, 1 s).
+	DemandSettle, DemandHold time.Duration
+	ReleaseSpool             string // directory of releases the plugin could not deliver
 	// LegacyNetwork is the CNI network that allocations recorded without one (state written
 	// before networks were recorded, legacy veth labels, requests of older plugins) belong to:
 	// the name of the single conflist cns served then. Empty means DefaultLegacyNetwork.

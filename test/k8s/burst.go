@@ -29,6 +29,7 @@ type BurstResult struct {
 	FreeAtADDs int
 	NICWrites  int             // NIC writes from the first pod bound to the last ADD answered
 	BindTook   time.Duration   // creating the bound pods in the API server
+	MaxPause   time.Duration   // the longest pause between two creates answered
 	Done       time.Duration   // from the last pod bound to the last ADD answered
 	Waits      []time.Duration // each ADD's RequestIPs time, sorted
 }
@@ -42,8 +43,8 @@ func (r BurstResult) Quantile(q float64) time.Duration {
 }
 
 func (r BurstResult) String() string {
-	return fmt.Sprintf("%d pods bound in %s; ADDs %s later, %d addresses free or pending then: %d failed, %d NIC writes, all done %s after binding; ADD wait p0 %s p50 %s p90 %s p99 %s max %s",
-		r.Pods, r.BindTook.Round(time.Millisecond), r.Pull, r.FreeAtADDs, r.Failed, r.NICWrites, r.Done.Round(time.Millisecond),
+	return fmt.Sprintf("%d pods bound in %s (longest pause %s); ADDs %s later, %d addresses free or pending then: %d failed, %d NIC writes, all done %s after binding; ADD wait p0 %s p50 %s p90 %s p99 %s max %s",
+		r.Pods, r.BindTook.Round(time.Millisecond), r.MaxPause.Round(time.Millisecond), r.Pull, r.FreeAtADDs, r.Failed, r.NICWrites, r.Done.Round(time.Millisecond),
 		r.Quantile(0).Round(time.Millisecond), r.Quantile(0.5).Round(time.Millisecond), r.Quantile(0.9).Round(time.Millisecond),
 		r.Quantile(0.99).Round(time.Millisecond), r.Quantile(1).Round(time.Millisecond))
 }
@@ -52,7 +53,8 @@ func (r BurstResult) String() string {
 // real API server while an in-process cns watches that node, then, pull later (an image
 // pull), sends all their RequestIPs at once. mockarm takes writeLatency per NIC write; the
 // pool starts at its low watermark (8 free), as in the bench's burst without an API server.
-func PodBurst(t testing.TB, pods int, pull, writeLatency time.Duration) BurstResult {
+// settle is cns's --demand-settle (zero: its default).
+func PodBurst(t testing.TB, pods int, pull, writeLatency, settle time.Duration) BurstResult {
 	t.Helper()
 	const node, ns, warm = "burst-node", "burst", 8
 	cp := Start(t, Options{})
@@ -65,6 +67,7 @@ func PodBurst(t testing.TB, pods int, pull, writeLatency time.Duration) BurstRes
 		Mock: func(m *mockarm.Config) { m.Latency = writeLatency },
 		Config: func(c *cns.Config) {
 			c.Kube.Kubeconfig, c.Kube.NodeName = cp.AdminKubeconfig, node
+			c.Pool.DemandSettle = settle
 		},
 	})
 	s.WaitFor("initial batch", func(p *cnsv1.GetPoolResponse) bool {
@@ -88,6 +91,7 @@ func PodBurst(t testing.TB, pods int, pull, writeLatency time.Duration) BurstRes
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error
+	var answered []time.Time
 	start := time.Now()
 	sem := make(chan struct{}, 32)
 	for i := range pods {
@@ -103,6 +107,7 @@ func PodBurst(t testing.TB, pods int, pull, writeLatency time.Duration) BurstRes
 				return
 			}
 			uids[i] = string(p.UID)
+			answered = append(answered, time.Now())
 		})
 	}
 	wg.Wait()
@@ -111,6 +116,10 @@ func PodBurst(t testing.TB, pods int, pull, writeLatency time.Duration) BurstRes
 		t.Fatalf("create %d of %d pods failed, first: %v", len(errs), pods, errs[0])
 	}
 	r := BurstResult{Pods: pods, Pull: pull, BindTook: bound.Sub(start)}
+	slices.SortFunc(answered, time.Time.Compare)
+	for i := 1; i < len(answered); i++ {
+		r.MaxPause = max(r.MaxPause, answered[i].Sub(answered[i-1]))
+	}
 
 	<-time.After(time.Until(bound.Add(pull))) // the image pull: the scenario's delay, not a wait for state
 	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
