@@ -2,6 +2,7 @@ package plugin
 
 import (
 	"context"
+	"io"
 	"net"
 	"path/filepath"
 	"testing"
@@ -88,5 +89,36 @@ func TestCNSOutcomesMapToCNICodes(t *testing.T) {
 				t.Fatalf("CNI error %+v for %v, want code %d", got, err, c.want)
 			}
 		})
+	}
+}
+
+// Something listens on the socket but does not speak HTTP/2 (here HTTP/1.1): that is no
+// answer from cns, and no cns missing either. It is not told as "is cns running?" (CNI 50).
+func TestASocketThatSpeaksAnotherProtocolIsNotAnUnreachableCNS(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "cns.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = conn.Write([]byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"))
+		_, _ = io.Copy(io.Discard, conn)
+	}()
+	client, err := DialCNS(&Config{CNSSocket: sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err = client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "c", Ifname: "eth0"})
+	if got := toCNIError(err); got == nil || got.Code != types.ErrInternal {
+		t.Fatalf("CNI error %+v for %v, want code %d", got, err, types.ErrInternal)
 	}
 }

@@ -52,8 +52,9 @@ const (
 )
 
 var (
-	// errProtocol marks an answer that breaks HTTP/2; it is a transport failure.
-	errProtocol = errors.New("HTTP/2 protocol error")
+	// ErrProtocol marks an answer that breaks HTTP/2: the server is there, but what it sent
+	// is no answer to read.
+	ErrProtocol = errors.New("HTTP/2 protocol error")
 	// errUnprocessed marks a request the server says it never processed (GOAWAY before our
 	// stream, RST_STREAM REFUSED_STREAM): it is safe to send again.
 	errUnprocessed = errors.New("request not processed")
@@ -163,35 +164,35 @@ func (x *h2) next() error {
 	n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 	typ, flags, stream := h[3], h[4], binary.BigEndian.Uint32(h[5:])&0x7fffffff
 	if n > maxFrame {
-		return fmt.Errorf("%w: frame of %d bytes", errProtocol, n)
+		return fmt.Errorf("%w: frame of %d bytes", ErrProtocol, n)
 	}
 	p := make([]byte, n)
 	if _, err := io.ReadFull(x.r, p); err != nil {
 		return err
 	}
 	if x.block != nil && typ != frameContinuation {
-		return fmt.Errorf("%w: frame type %d inside a header block", errProtocol, typ)
+		return fmt.Errorf("%w: frame type %d inside a header block", ErrProtocol, typ)
 	}
 	switch typ {
 	case frameSettings:
 		if stream != 0 {
-			return fmt.Errorf("%w: SETTINGS on stream %d", errProtocol, stream)
+			return fmt.Errorf("%w: SETTINGS on stream %d", ErrProtocol, stream)
 		}
 		return x.settings(flags, p)
 	case framePing:
 		if n != 8 || stream != 0 {
-			return fmt.Errorf("%w: PING of %d bytes on stream %d", errProtocol, n, stream)
+			return fmt.Errorf("%w: PING of %d bytes on stream %d", ErrProtocol, n, stream)
 		}
 		if flags&flagAck == 0 {
 			return x.send(framePing, flagAck, 0, p)
 		}
 	case frameWindowUpdate:
 		if n != 4 {
-			return fmt.Errorf("%w: WINDOW_UPDATE of %d bytes", errProtocol, n)
+			return fmt.Errorf("%w: WINDOW_UPDATE of %d bytes", ErrProtocol, n)
 		}
 		inc := int64(binary.BigEndian.Uint32(p) & 0x7fffffff)
 		if inc == 0 {
-			return fmt.Errorf("%w: WINDOW_UPDATE of 0", errProtocol)
+			return fmt.Errorf("%w: WINDOW_UPDATE of 0", ErrProtocol)
 		}
 		switch stream {
 		case 0:
@@ -200,28 +201,28 @@ func (x *h2) next() error {
 			x.streamWin += inc
 		}
 		if x.connWin > maxWindow || x.streamWin > maxWindow {
-			return fmt.Errorf("%w: window over 2^31-1", errProtocol)
+			return fmt.Errorf("%w: window over 2^31-1", ErrProtocol)
 		}
 		return x.flush()
 	case frameGoAway:
 		if n < 8 || stream != 0 {
-			return fmt.Errorf("%w: GOAWAY of %d bytes on stream %d", errProtocol, n, stream)
+			return fmt.Errorf("%w: GOAWAY of %d bytes on stream %d", ErrProtocol, n, stream)
 		}
 		if last := binary.BigEndian.Uint32(p) & 0x7fffffff; last < 1 {
 			return fmt.Errorf("%w: server going away (HTTP/2 error code %d)", errUnprocessed, binary.BigEndian.Uint32(p[4:]))
 		}
 	case frameRSTStream:
 		if n != 4 || stream == 0 {
-			return fmt.Errorf("%w: RST_STREAM of %d bytes on stream %d", errProtocol, n, stream)
+			return fmt.Errorf("%w: RST_STREAM of %d bytes on stream %d", ErrProtocol, n, stream)
 		}
 		if stream == 1 {
 			return streamReset(binary.BigEndian.Uint32(p))
 		}
 	case framePushPromise:
-		return fmt.Errorf("%w: PUSH_PROMISE, push is off", errProtocol)
+		return fmt.Errorf("%w: PUSH_PROMISE, push is off", ErrProtocol)
 	case frameHeaders:
 		if stream != 1 {
-			return fmt.Errorf("%w: HEADERS on stream %d", errProtocol, stream)
+			return fmt.Errorf("%w: HEADERS on stream %d", ErrProtocol, stream)
 		}
 		p, err := unpad(flags, p)
 		if err != nil {
@@ -229,7 +230,7 @@ func (x *h2) next() error {
 		}
 		if flags&flagPriority != 0 {
 			if len(p) < 5 {
-				return fmt.Errorf("%w: short HEADERS priority", errProtocol)
+				return fmt.Errorf("%w: short HEADERS priority", ErrProtocol)
 			}
 			p = p[5:]
 		}
@@ -241,10 +242,10 @@ func (x *h2) next() error {
 		return x.headerBlock(p)
 	case frameContinuation:
 		if x.block == nil || stream != 1 {
-			return fmt.Errorf("%w: CONTINUATION outside a header block", errProtocol)
+			return fmt.Errorf("%w: CONTINUATION outside a header block", ErrProtocol)
 		}
 		if x.block = append(x.block, p...); len(x.block) > maxHeaderBlock {
-			return fmt.Errorf("%w: header block over %d bytes", errProtocol, maxHeaderBlock)
+			return fmt.Errorf("%w: header block over %d bytes", ErrProtocol, maxHeaderBlock)
 		}
 		if flags&flagEndHeaders != 0 {
 			b := x.block
@@ -253,10 +254,10 @@ func (x *h2) next() error {
 		}
 	case frameData:
 		if stream != 1 {
-			return fmt.Errorf("%w: DATA on stream %d", errProtocol, stream)
+			return fmt.Errorf("%w: DATA on stream %d", ErrProtocol, stream)
 		}
 		if x.headers == nil || x.trailers != nil {
-			return fmt.Errorf("%w: DATA outside the response body", errProtocol)
+			return fmt.Errorf("%w: DATA outside the response body", ErrProtocol)
 		}
 		p, err := unpad(flags, p)
 		if err != nil {
@@ -282,7 +283,7 @@ func (x *h2) next() error {
 func (x *h2) headerBlock(b []byte) error {
 	fields, err := x.dec.DecodeFull(b)
 	if err != nil {
-		return fmt.Errorf("%w: %w", errProtocol, err)
+		return fmt.Errorf("%w: %w", ErrProtocol, err)
 	}
 	h := header{}
 	for _, f := range fields {
@@ -295,11 +296,11 @@ func (x *h2) headerBlock(b []byte) error {
 	case x.headers == nil:
 		status := h[":status"]
 		if status == "" {
-			return fmt.Errorf("%w: response headers without :status", errProtocol)
+			return fmt.Errorf("%w: response headers without :status", ErrProtocol)
 		}
 		if strings.HasPrefix(status, "1") { // an interim answer: the real headers follow
 			if x.blockEnds {
-				return fmt.Errorf("%w: interim %s answer ends the stream", errProtocol, status)
+				return fmt.Errorf("%w: interim %s answer ends the stream", ErrProtocol, status)
 			}
 			return nil
 		}
@@ -307,7 +308,7 @@ func (x *h2) headerBlock(b []byte) error {
 	case x.trailers == nil && x.blockEnds:
 		x.trailers = h
 	default:
-		return fmt.Errorf("%w: a header block after the headers that does not end the stream", errProtocol)
+		return fmt.Errorf("%w: a header block after the headers that does not end the stream", ErrProtocol)
 	}
 	if x.blockEnds {
 		x.done = true
@@ -320,18 +321,18 @@ func (x *h2) headerBlock(b []byte) error {
 func (x *h2) settings(flags byte, p []byte) error {
 	if flags&flagAck != 0 {
 		if len(p) != 0 {
-			return fmt.Errorf("%w: SETTINGS ACK with a payload", errProtocol)
+			return fmt.Errorf("%w: SETTINGS ACK with a payload", ErrProtocol)
 		}
 		return nil
 	}
 	if len(p)%6 != 0 {
-		return fmt.Errorf("%w: SETTINGS of %d bytes", errProtocol, len(p))
+		return fmt.Errorf("%w: SETTINGS of %d bytes", ErrProtocol, len(p))
 	}
 	for ; len(p) > 0; p = p[6:] {
 		if binary.BigEndian.Uint16(p) == settingInitialWindowSize {
 			v := int64(binary.BigEndian.Uint32(p[2:]))
 			if v > maxWindow {
-				return fmt.Errorf("%w: initial window %d over 2^31-1", errProtocol, v)
+				return fmt.Errorf("%w: initial window %d over 2^31-1", ErrProtocol, v)
 			}
 			x.streamWin += v - x.peerWindow
 			x.peerWindow = v
@@ -372,7 +373,7 @@ func unpad(flags byte, p []byte) ([]byte, error) {
 		return p, nil
 	}
 	if len(p) < 1 || int(p[0]) > len(p)-1 {
-		return nil, fmt.Errorf("%w: bad padding", errProtocol)
+		return nil, fmt.Errorf("%w: bad padding", ErrProtocol)
 	}
 	return p[1 : len(p)-int(p[0])], nil
 }

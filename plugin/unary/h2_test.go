@@ -227,9 +227,6 @@ func TestResetsAndGoAwaysEndTheCall(t *testing.T) {
 		{"RST_STREAM CANCEL", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeCancel) }, codes.Canceled, false},
 		{"RST_STREAM INTERNAL_ERROR", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeInternal) }, codes.Internal, false},
 		{"GOAWAY before our stream", func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) }, codes.OK, true},
-		{"PUSH_PROMISE though push is off", func(fr *http2.Framer) error {
-			return fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: block(":method", "GET"), EndHeaders: true})
-		}, codes.OK, true},
 		{"closed without an answer", func(*http2.Framer) error { return nil }, codes.OK, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -431,7 +428,8 @@ func TestUnprocessedRequestsAreSentOnceMore(t *testing.T) {
 	}
 }
 
-// Answers that break the order of an HTTP/2 response are transport errors, not answers.
+// Answers that break HTTP/2 (or the order of a response) are protocol errors: neither
+// answers nor a server that is not there.
 func TestOutOfOrderAnswersAreProtocolErrors(t *testing.T) {
 	hdr := func(fields ...string) http2.HeadersFrameParam {
 		return http2.HeadersFrameParam{StreamID: 1, BlockFragment: block(fields...), EndHeaders: true}
@@ -461,6 +459,9 @@ func TestOutOfOrderAnswersAreProtocolErrors(t *testing.T) {
 		{"WINDOW_UPDATE of 0", func(fr *http2.Framer) error {
 			return fr.WriteRawFrame(http2.FrameWindowUpdate, 0, 0, []byte{0, 0, 0, 0})
 		}},
+		{"PUSH_PROMISE though push is off", func(fr *http2.Framer) error {
+			return fr.WritePushPromise(http2.PushPromiseParam{StreamID: 1, PromiseID: 2, BlockFragment: block(":method", "GET"), EndHeaders: true})
+		}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := scripted(t, func(fr *http2.Framer) error {
@@ -470,8 +471,8 @@ func TestOutOfOrderAnswersAreProtocolErrors(t *testing.T) {
 				return c.send(fr)
 			})
 			err := conn.Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
-			if !errors.Is(err, unary.ErrTransport) {
-				t.Fatalf("got %v, want a transport error", err)
+			if !errors.Is(err, unary.ErrProtocol) || errors.Is(err, unary.ErrTransport) {
+				t.Fatalf("got %v, want a protocol error", err)
 			}
 		})
 	}

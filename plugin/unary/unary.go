@@ -32,8 +32,8 @@ import (
 const MaxResponse = 4 << 20
 
 // ErrTransport marks a call that got no answer: nothing listening, the connection refused or
-// lost before a status arrived, or an answer that breaks HTTP/2. An answer, including an
-// error status, is an *Error.
+// lost before a status arrived. An answer that breaks HTTP/2 is ErrProtocol; an answer,
+// including an error status, is an *Error.
 var ErrTransport = errors.New("grpc transport")
 
 // Conn calls the gRPC server behind one unix socket. Its zero value is not usable; see Dial.
@@ -60,7 +60,7 @@ func (c *Conn) Close() error {
 // Invoke calls method (its full name, "/package.Service/Method") with in and decodes the
 // answer into out. The context's deadline is sent as grpc-timeout, so the server bounds its
 // work by it too. It returns nil, an *Error the server answered, or an error wrapping
-// ErrTransport (or the context's error, when that ended the call).
+// ErrTransport or ErrProtocol (or the context's error, when that ended the call).
 func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message) error {
 	msg, err := proto.Marshal(in)
 	if err != nil {
@@ -197,10 +197,13 @@ func isGRPC(ct string) bool {
 }
 
 // transportErr is a call that ended without a status: the context's end when that ended it,
-// the transport's failure otherwise.
+// a protocol error as it is, the transport's failure otherwise.
 func transportErr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
+	switch {
+	case ctx.Err() != nil:
 		return ctx.Err()
+	case errors.Is(err, ErrProtocol):
+		return err
 	}
 	return fmt.Errorf("%w: %w", ErrTransport, err)
 }
