@@ -38,7 +38,7 @@ func apiBurst(_ context.Context, _ Config, r *Results) error {
 			return // one scenario is the measurement; testing.Benchmark may call again
 		}
 		ran = true
-		res = k8s.PodBurst(b, 200, 300*time.Millisecond, time.Second, 0)
+		res = k8s.PodBurst(b, 200, 300*time.Millisecond, time.Second, 0, 0)
 		if b.Failed() || b.Skipped() {
 			fail = "the scenario failed or was skipped (are the Kubernetes binaries built? make k8s-bins)"
 		}

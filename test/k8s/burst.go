@@ -53,8 +53,8 @@ func (r BurstResult) String() string {
 // real API server while an in-process cns watches that node, then, pull later (an image
 // pull), sends all their RequestIPs at once. mockarm takes writeLatency per NIC write; the
 // pool starts at its low watermark (8 free), as in the bench's burst without an API server.
-// settle is cns's --demand-settle (zero: its default).
-func PodBurst(t testing.TB, pods int, pull, writeLatency, settle time.Duration) BurstResult {
+// settle and hold are cns's --demand-settle and --demand-hold (zero: the defaults).
+func PodBurst(t testing.TB, pods int, pull, writeLatency, settle, hold time.Duration) BurstResult {
 	t.Helper()
 	const node, ns, warm = "burst-node", "burst", 8
 	cp := Start(t, Options{})
@@ -67,7 +67,7 @@ func PodBurst(t testing.TB, pods int, pull, writeLatency, settle time.Duration) 
 		Mock: func(m *mockarm.Config) { m.Latency = writeLatency },
 		Config: func(c *cns.Config) {
 			c.Kube.Kubeconfig, c.Kube.NodeName = cp.AdminKubeconfig, node
-			c.Pool.DemandSettle = settle
+			c.Pool.DemandSettle, c.Pool.DemandHold = settle, hold
 		},
 	})
 	s.WaitFor("initial batch", func(p *cnsv1.GetPoolResponse) bool {
