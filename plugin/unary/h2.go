@@ -184,7 +184,7 @@ func (x *h2) next() error {
 			return fmt.Errorf("%w: PING of %d bytes on stream %d", ErrProtocol, n, stream)
 		}
 		if flags&flagAck == 0 {
-			return x.send(framePing, flagAck, 0, p)
+			x.send(framePing, flagAck, 0, p)
 		}
 	case frameWindowUpdate:
 		if n != 4 {
@@ -203,7 +203,7 @@ func (x *h2) next() error {
 		if x.connWin > maxWindow || x.streamWin > maxWindow {
 			return fmt.Errorf("%w: window over 2^31-1", ErrProtocol)
 		}
-		return x.flush()
+		x.flush()
 	case frameGoAway:
 		if n < 8 || stream != 0 {
 			return fmt.Errorf("%w: GOAWAY of %d bytes on stream %d", ErrProtocol, n, stream)
@@ -338,33 +338,27 @@ func (x *h2) settings(flags byte, p []byte) error {
 			x.peerWindow = v
 		}
 	}
-	if err := x.send(frameSettings, flagAck, 0, nil); err != nil {
-		return err
-	}
-	return x.flush()
+	x.send(frameSettings, flagAck, 0, nil)
+	x.flush()
+	return nil
 }
 
 // flush sends the request body the windows now allow.
-func (x *h2) flush() error {
-	if len(x.pending) == 0 {
-		return nil
-	}
+func (x *h2) flush() {
 	var out bytes.Buffer
 	x.sendData(&out)
 	if out.Len() > 0 {
 		_, _ = x.conn.Write(out.Bytes()) // as in send: a lost connection fails the next read
 	}
-	return nil
 }
 
 // send writes one frame. A failed write does not end the exchange: the server may have
 // answered and closed (an error before it read the whole request), and its frames are still
 // to be read; a connection that is gone fails the next read.
-func (x *h2) send(typ, flags byte, stream uint32, payload []byte) error {
+func (x *h2) send(typ, flags byte, stream uint32, payload []byte) {
 	var out bytes.Buffer
 	x.frame(&out, typ, flags, stream, payload)
 	_, _ = x.conn.Write(out.Bytes())
-	return nil
 }
 
 // unpad strips a padded frame's pad length byte and padding.
