@@ -119,7 +119,7 @@ proto-check: $(TOOLS)/.buf-$(BUF_VERSION)
 	buf lint
 	@tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; \
 	  buf generate --output $$tmp && \
-	  diff -r -q $$tmp/proto proto -x '*.proto' -x '*_test.go' -x domain.go || { echo "generated code is stale: run make proto"; exit 1; }
+	  diff -r -q $$tmp/proto proto -x '*.proto' -x '*_test.go' -x contract || { echo "generated code is stale: run make proto"; exit 1; }
 
 # Regenerate the NodeNetworkConfig deepcopy code and CRD manifest from cns/api.
 API_DIRS := ./cns/api/...

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/vnet-cni/vnet-cni/cns/cloud"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // Domain errors. Handlers wrap them with %w and a message that says what happened and what
@@ -58,7 +58,7 @@ func toStatus(err error) error {
 	case errors.Is(err, ErrStore):
 		code = codes.Internal
 	}
-	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain, Reason: code.String()})
+	st, derr := status.New(code, err.Error()).WithDetails(&errdetails.ErrorInfo{Domain: contract.ErrorDomain, Reason: code.String()})
 	if derr != nil {
 		return status.Error(code, err.Error())
 	}

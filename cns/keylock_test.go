@@ -15,7 +15,7 @@ import (
 	"github.com/vnet-cni/vnet-cni/cns/cloud"
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	"github.com/vnet-cni/vnet-cni/ipampool"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // gatedNIC holds the first NIC read until gate closes and every write until its context ends.
@@ -73,7 +73,7 @@ func TestStartupNeverWaitsOnARequestsKeyLock(t *testing.T) {
 		key := ipampool.Key{ContainerID: "c1", IfName: "eth0"}
 		t0 := time.Now()
 		spool := t.TempDir()
-		rec, _ := json.Marshal(cnsv1.SpoolRecord{ContainerID: key.ContainerID, IfName: key.IfName, At: t0.Add(time.Second)})
+		rec, _ := json.Marshal(contract.SpoolRecord{ContainerID: key.ContainerID, IfName: key.IfName, At: t0.Add(time.Second)})
 		if err := os.WriteFile(filepath.Join(spool, "c1.json"), rec, 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/cns/store"
 	"github.com/vnet-cni/vnet-cni/ipampool"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // recoverFromDatapath rebuilds allocations from the node's datapath (cns runs in the node's
@@ -44,7 +44,7 @@ func readDatapath(now time.Time) ([]store.Allocation, error) {
 	var out []store.Allocation
 	for _, l := range links {
 		// v2 labels carry the network; legacy ones do not (Restore migrates those).
-		network, cid, ifname, _, ok := cnsv1.ParseHostVethAlias(l.Attrs().Alias)
+		network, cid, ifname, _, ok := contract.ParseHostVethAlias(l.Attrs().Alias)
 		if !ok {
 			continue
 		}

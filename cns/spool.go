@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/vnet-cni/vnet-cni/ipampool"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // replaySpool releases every spooled key whose allocation is older than the record (a newer
@@ -33,7 +33,7 @@ func (m *Manager) replaySpool(dir string) {
 		}
 		path := filepath.Join(dir, f.Name())
 		b, err := os.ReadFile(path)
-		var r cnsv1.SpoolRecord
+		var r contract.SpoolRecord
 		if err == nil {
 			err = json.Unmarshal(b, &r)
 		}

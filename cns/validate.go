@@ -7,10 +7,11 @@ import (
 
 	"github.com/vnet-cni/vnet-cni/ipampool"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // Field limits. The attachment identity (network, container ID, ifname) must fit the host
-// veth's label within the kernel's alias limit (cnsv1.MaxNetworkName and friends); Kubernetes
+// veth's label within the kernel's alias limit (contract.MaxNetworkName and friends); Kubernetes
 // names fit DNS subdomains.
 //
 // Validation is strict where something is created (RequestIPs) and lenient where something
@@ -18,9 +19,9 @@ import (
 // cns would refuse cannot be allocated, so refusing its release could only leave a pod stuck
 // terminating.
 const (
-	maxContainerID = cnsv1.MaxContainerID
-	maxIfName      = cnsv1.MaxIfName
-	maxNetwork     = cnsv1.MaxNetworkName
+	maxContainerID = contract.MaxContainerID
+	maxIfName      = contract.MaxIfName
+	maxNetwork     = contract.MaxNetworkName
 	maxK8sName     = 253
 	maxNetnsPath   = 4096
 	maxReleaseKey  = 4096 // bounds what a release looks up, nothing more

@@ -11,11 +11,11 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // An attachment is CNI's unit: (network, container ID, ifname). The host veth is named from
-// (container ID, ifname) and labelled with all three (cnsv1.HostVethAlias), so DEL and GC
+// (container ID, ifname) and labelled with all three (contract.HostVethAlias), so DEL and GC
 // can tell one network's veths from another's without any state of their own.
 
 // checkAttachment refuses, before anything is allocated, an attachment whose label would not
@@ -24,13 +24,13 @@ import (
 // container ID or ifname an environment error (4).
 func checkAttachment(network, containerID, ifname string) error {
 	switch {
-	case network == "" || len(network) > cnsv1.MaxNetworkName || strings.ContainsAny(network, "/ \t\n"):
-		return fmt.Errorf("%w: network name %q: want 1..%d characters without '/' or spaces", errConfig, network, cnsv1.MaxNetworkName)
-	case containerID == "" || len(containerID) > cnsv1.MaxContainerID || strings.ContainsAny(containerID, "/ \t\n"):
-		return fmt.Errorf("%w: container ID %q: want 1..%d characters without '/' or spaces", errEnv, containerID, cnsv1.MaxContainerID)
-	case ifname == "" || len(ifname) > cnsv1.MaxIfName || strings.ContainsAny(ifname, "/ \t\n:") || ifname == "." || ifname == "..":
-		return fmt.Errorf("%w: interface name %q: want 1..%d characters, no '/', ':' or spaces", errEnv, ifname, cnsv1.MaxIfName)
-	case !cnsv1.AliasFits(network, containerID, ifname):
+	case network == "" || len(network) > contract.MaxNetworkName || strings.ContainsAny(network, "/ \t\n"):
+		return fmt.Errorf("%w: network name %q: want 1..%d characters without '/' or spaces", errConfig, network, contract.MaxNetworkName)
+	case containerID == "" || len(containerID) > contract.MaxContainerID || strings.ContainsAny(containerID, "/ \t\n"):
+		return fmt.Errorf("%w: container ID %q: want 1..%d characters without '/' or spaces", errEnv, containerID, contract.MaxContainerID)
+	case ifname == "" || len(ifname) > contract.MaxIfName || strings.ContainsAny(ifname, "/ \t\n:") || ifname == "." || ifname == "..":
+		return fmt.Errorf("%w: interface name %q: want 1..%d characters, no '/', ':' or spaces", errEnv, ifname, contract.MaxIfName)
+	case !contract.AliasFits(network, containerID, ifname):
 		return fmt.Errorf("%w: network %q, container ID and ifname do not fit the host veth's 255-byte label", errEnv, network)
 	}
 	return nil
@@ -56,7 +56,7 @@ func otherNetwork(hostName, network string) (string, error) {
 	if err != nil || !exists {
 		return "", err
 	}
-	if net, _, _, legacy, ok := cnsv1.ParseHostVethAlias(alias); ok && !legacy && net != network {
+	if net, _, _, legacy, ok := contract.ParseHostVethAlias(alias); ok && !legacy && net != network {
 		return net, nil
 	}
 	return "", nil
@@ -76,7 +76,7 @@ func sweepNetworkVeths(network string, keep map[types.GCAttachment]bool) ([]stri
 		if _, veth := l.(*netlink.Veth); !veth {
 			continue
 		}
-		net, cid, ifname, legacy, ok := cnsv1.ParseHostVethAlias(l.Attrs().Alias)
+		net, cid, ifname, legacy, ok := contract.ParseHostVethAlias(l.Attrs().Alias)
 		if !ok || legacy || net != network || keep[types.GCAttachment{ContainerID: cid, IfName: ifname}] {
 			continue
 		}

@@ -7,20 +7,18 @@ import (
 	"os"
 	"strings"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
-
+	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // CNS is what the plugin needs from cns. Implemented by cnsClient; tests may substitute.
 type CNS interface {
-	RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)
+	RequestIPs(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error)
 	ReleaseIPs(ctx context.Context, network, containerID, ifname string) error
-	GarbageCollect(ctx context.Context, network string, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error)
-	Status(ctx context.Context) (*cnsv1.StatusResponse, error)
-	ListAllocations(ctx context.Context) ([]*cnsv1.Allocation, error)
+	GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) (cnswire.GCResult, error)
+	Status(ctx context.Context) (cnswire.Status, error)
+	ListAllocations(ctx context.Context) (cnswire.Allocations, error)
 	Close() error
 }
 
@@ -47,22 +45,45 @@ func DialCNS(c *Config) (CNS, error) {
 }
 
 // cnsClient calls cns with unary gRPC (package unary, which links neither grpc-go nor
-// net/http): the plugin starts once per pod, and their package initialisation was the
+// net/http) and encodes the messages with cnswire (which links neither protobuf's runtime nor
+// its registry): the plugin starts once per pod, and their package initialisation was the
 // largest part of that start.
 type cnsClient struct{ conn *unary.Conn }
 
 var _ CNS = (*cnsClient)(nil)
 
-// call invokes method and marks failures to reach cns (no answer, or an Unavailable that cns
-// did not send) as unreachable, so they map to CNI 50; answers from cns keep their status.
-func (c *cnsClient) call(ctx context.Context, method string, in, out proto.Message) error {
-	err := c.conn.Invoke(ctx, method, in, out)
+// A request and an answer message of cnswire.
+type (
+	request interface{ Marshal() ([]byte, error) }
+	answer  interface{ Unmarshal(b []byte) error }
+)
+
+// noFields is the request of Status and ListAllocations: a message without fields.
+type noFields struct{}
+
+func (noFields) Marshal() ([]byte, error) { return []byte{}, nil }
+
+// call invokes method with in and decodes the answer into out. It marks failures to reach
+// cns (no answer, or an Unavailable that cns did not send) as unreachable, so they map to
+// CNI 50; answers from cns keep their status. An answer that does not decode is Internal,
+// as in grpc-go.
+func (c *cnsClient) call(ctx context.Context, method string, in request, out answer) error {
+	op := method[strings.LastIndexByte(method, '/')+1:]
+	req, err := in.Marshal()
+	if err != nil {
+		return fmt.Errorf("cns %s: encode request: %w", op, err)
+	}
+	b, err := c.conn.Invoke(ctx, method, req)
+	if err == nil {
+		if derr := out.Unmarshal(b); derr != nil {
+			err = &unary.Error{Code: unary.Internal, Message: fmt.Sprintf("decode %s answer: %v", op, derr)}
+		}
+	}
 	if err == nil {
 		return nil
 	}
-	op := method[strings.LastIndexByte(method, '/')+1:]
 	var se *unary.Error
-	if errors.Is(err, unary.ErrTransport) || errors.As(err, &se) && se.Code == codes.Unavailable && !isCNSAnswer(se) {
+	if errors.Is(err, unary.ErrTransport) || errors.As(err, &se) && se.Code == unary.Unavailable && !isCNSAnswer(se) {
 		return fmt.Errorf("%w: %s: %w", errUnreachable, op, err)
 	}
 	return fmt.Errorf("cns %s: %w", op, err)
@@ -72,7 +93,7 @@ func (c *cnsClient) call(ctx context.Context, method string, in, out proto.Messa
 // proxy or the server's transport made up.
 func isCNSAnswer(e *unary.Error) bool {
 	for _, d := range e.Details {
-		if d.TypeURL == errorInfoURL && errorInfoDomain(d.Value) == cnsv1.ErrorDomain {
+		if d.TypeURL == errorInfoURL && errorInfoDomain(d.Value) == contract.ErrorDomain {
 			return true
 		}
 	}
@@ -89,40 +110,32 @@ func errorInfoDomain(b []byte) string {
 	return ""
 }
 
-func (c *cnsClient) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
-	r := new(cnsv1.RequestIPsResponse)
-	if err := c.call(ctx, methodRequestIPs, req, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+func (c *cnsClient) RequestIPs(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error) {
+	var g cnswire.Grant
+	err := c.call(ctx, methodRequestIPs, req, &g)
+	return g, err
 }
 
 func (c *cnsClient) ReleaseIPs(ctx context.Context, network, containerID, ifname string) error {
-	return c.call(ctx, methodReleaseIPs, &cnsv1.ReleaseIPsRequest{ContainerId: containerID, Ifname: ifname, Network: network}, new(cnsv1.ReleaseIPsResponse))
+	return c.call(ctx, methodReleaseIPs, cnswire.Release{ContainerID: containerID, IfName: ifname, Network: network}, new(cnswire.Released))
 }
 
-func (c *cnsClient) GarbageCollect(ctx context.Context, network string, valid []*cnsv1.Attachment) (*cnsv1.GarbageCollectResponse, error) {
-	r := new(cnsv1.GarbageCollectResponse)
-	if err := c.call(ctx, methodGarbageCollect, &cnsv1.GarbageCollectRequest{ValidAttachments: valid, Network: network}, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+func (c *cnsClient) GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) (cnswire.GCResult, error) {
+	var r cnswire.GCResult
+	err := c.call(ctx, methodGarbageCollect, cnswire.GCRequest{Valid: valid, Network: network}, &r)
+	return r, err
 }
 
-func (c *cnsClient) Status(ctx context.Context) (*cnsv1.StatusResponse, error) {
-	r := new(cnsv1.StatusResponse)
-	if err := c.call(ctx, methodStatus, &cnsv1.StatusRequest{}, r); err != nil {
-		return nil, err
-	}
-	return r, nil
+func (c *cnsClient) Status(ctx context.Context) (cnswire.Status, error) {
+	var st cnswire.Status
+	err := c.call(ctx, methodStatus, noFields{}, &st)
+	return st, err
 }
 
-func (c *cnsClient) ListAllocations(ctx context.Context) ([]*cnsv1.Allocation, error) {
-	r := new(cnsv1.ListAllocationsResponse)
-	if err := c.call(ctx, methodListAllocations, &cnsv1.ListAllocationsRequest{}, r); err != nil {
-		return nil, err
-	}
-	return r.GetAllocations(), nil
+func (c *cnsClient) ListAllocations(ctx context.Context) (cnswire.Allocations, error) {
+	var as cnswire.Allocations
+	err := c.call(ctx, methodListAllocations, noFields{}, &as)
+	return as, err
 }
 
 func (c *cnsClient) Close() error { return c.conn.Close() }

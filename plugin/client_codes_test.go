@@ -14,8 +14,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 type answeringCNS struct {
@@ -29,7 +31,7 @@ func (s *answeringCNS) RequestIPs(ctx context.Context, _ *cnsv1.RequestIPsReques
 
 // cnsStatus is an error as cns answers it: with its ErrorInfo.
 func cnsStatus(t *testing.T, c codes.Code) error {
-	s, err := status.New(c, "x").WithDetails(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain, Reason: c.String()})
+	s, err := status.New(c, "x").WithDetails(&errdetails.ErrorInfo{Domain: contract.ErrorDomain, Reason: c.String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +85,7 @@ func TestCNSOutcomesMapToCNICodes(t *testing.T) {
 			defer client.Close()
 			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 			defer cancel()
-			_, err = client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "c", Ifname: "eth0"})
+			_, err = client.RequestIPs(ctx, cnswire.IPRequest{ContainerID: "c", IfName: "eth0"})
 			close(clientDone)
 			if got := toCNIError(err); got == nil || got.Code != c.want {
 				t.Fatalf("CNI error %+v for %v, want code %d", got, err, c.want)
@@ -117,7 +119,7 @@ func TestASocketThatSpeaksAnotherProtocolIsNotAnUnreachableCNS(t *testing.T) {
 	defer client.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: "c", Ifname: "eth0"})
+	_, err = client.RequestIPs(ctx, cnswire.IPRequest{ContainerID: "c", IfName: "eth0"})
 	if got := toCNIError(err); got == nil || got.Code != types.ErrInternal {
 		t.Fatalf("CNI error %+v for %v, want code %d", got, err, types.ErrInternal)
 	}

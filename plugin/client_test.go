@@ -10,8 +10,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // The plugin reads cns's ErrorInfo without the errdetails package; this pins the reading
@@ -33,10 +33,10 @@ func TestCNSAnswerIsToldFromTransportStatus(t *testing.T) {
 		e    *unary.Error
 		want bool
 	}{
-		{"cns ErrorInfo", with(&errdetails.ErrorInfo{Reason: "Unavailable", Domain: cnsv1.ErrorDomain, Metadata: map[string]string{"k": "v"}}), true},
-		{"domain only", with(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain}), true},
-		{"metadata before reading domain", with(&errdetails.ErrorInfo{Metadata: map[string]string{"a": "b"}, Domain: cnsv1.ErrorDomain}), true},
-		{"after another detail", with(&errdetails.RetryInfo{}, &errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain}), true},
+		{"cns ErrorInfo", with(&errdetails.ErrorInfo{Reason: "Unavailable", Domain: contract.ErrorDomain, Metadata: map[string]string{"k": "v"}}), true},
+		{"domain only", with(&errdetails.ErrorInfo{Domain: contract.ErrorDomain}), true},
+		{"metadata before reading domain", with(&errdetails.ErrorInfo{Metadata: map[string]string{"a": "b"}, Domain: contract.ErrorDomain}), true},
+		{"after another detail", with(&errdetails.RetryInfo{}, &errdetails.ErrorInfo{Domain: contract.ErrorDomain}), true},
 		{"other domain", with(&errdetails.ErrorInfo{Reason: "x", Domain: "googleapis.com"}), false},
 		{"another detail type", with(&errdetails.RetryInfo{}), false},
 		{"transport status, no details", with(), false},
@@ -66,20 +66,20 @@ func TestMethodNamesAreTheServices(t *testing.T) {
 	}
 }
 
-// The plugin is exec'd for every pod: grpc-go's transport and the packages that register
-// descriptors at init (status, errdetails, reflection) stay out of it, and so does net/http
-// (its init, with TLS and x509, cost 4 ms per exec). grpc/codes (the code numbers) is allowed.
-func TestPluginLinksNoGRPCTransport(t *testing.T) {
+// TestPluginLinksNoRPCRuntimes keeps out of the plugin, exec'd for every pod, the package
+// init of grpc-go (even its codes package links its logger and registries), net/http (with
+// TLS and x509, 4 ms per exec), and protobuf's runtime and registry with the generated
+// messages that register their descriptors (3 ms): of protobuf it links only protowire.
+func TestPluginLinksNoRPCRuntimes(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "github.com/vnet-cni/vnet-cni/cmd/vnet-cni").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go list: %v\n%s", err, out)
 	}
-	allowed := map[string]bool{"google.golang.org/grpc/codes": true, "google.golang.org/grpc/internal": true,
-		"google.golang.org/grpc/grpclog": true, "google.golang.org/grpc/grpclog/internal": true,
-		"google.golang.org/grpc/connectivity": true, "google.golang.org/grpc/serviceconfig": true}
+	allowed := map[string]bool{"google.golang.org/protobuf/encoding/protowire": true,
+		"google.golang.org/protobuf/internal/errors": true, "google.golang.org/protobuf/internal/detrand": true}
 	for p := range strings.FieldsSeq(string(out)) {
-		if (strings.HasPrefix(p, "google.golang.org/grpc") || strings.HasPrefix(p, "google.golang.org/genproto")) && !allowed[p] ||
-			p == "net/http" || p == "crypto/tls" {
+		if strings.HasPrefix(p, "google.golang.org/") && !allowed[p] || p == "net/http" || p == "crypto/tls" ||
+			strings.HasPrefix(p, "github.com/vnet-cni/vnet-cni/proto/cns/v1") && p != "github.com/vnet-cni/vnet-cni/proto/cns/v1/contract" {
 			t.Errorf("vnet-cni links %s", p)
 		}
 	}

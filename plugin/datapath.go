@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // podGateway is the link-local next hop every pod routes through. It is not on any link: the
@@ -370,7 +370,7 @@ func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Add
 		return err
 	}
 	defer l.Close()
-	v, err := l.buildVeth(ifname, hostName, cnsv1.HostVethAliasPrefix+"floor/"+ifname, mtu)
+	v, err := l.buildVeth(ifname, hostName, contract.HostVethAliasPrefix+"floor/"+ifname, mtu)
 	if err == nil {
 		err = l.address(v, podNet{IP: ip, MTU: mtu, Routes: []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}})
 	}

@@ -1,6 +1,7 @@
 // Package plugin is the vnet-cni CNI plugin: it asks cns for the pod's VNet address and builds
 // the transparent datapath with netlink. It implements CNI 1.1 (ADD, DEL, CHECK, GC,
-// STATUS; VERSION comes from skel) and stays light: no cloud SDK, no metrics library, so the
+// STATUS; VERSION comes from skel) and stays light: no cloud SDK, no metrics library, no
+// grpc-go, net/http or protobuf runtime (packages unary and cnswire speak to cns), so the
 // runtime can exec it for every pod at little cost.
 //
 // Transparent datapath (as Azure CNI and the AWS VPC CNI build it):

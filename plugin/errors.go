@@ -6,13 +6,12 @@ import (
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"google.golang.org/grpc/codes"
 
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
 )
 
 // Kinds of failure, wrapped with %w where they happen; toCNIError is the one place they
-// become CNI error codes.
+// become CNI error unary.
 var (
 	errConfig      = errors.New("invalid network configuration")
 	errEnv         = errors.New("invalid environment")
@@ -48,16 +47,16 @@ func toCNIError(err error) *types.Error {
 		return types.NewError(types.ErrPluginNotAvailable, msg, "is cns running? check its socket and logs")
 	}
 	switch grpcCode(err) {
-	case codes.ResourceExhausted:
+	case unary.ResourceExhausted:
 		if !cnsAnswered(err) { // a transport limit (message size, flow control), not the pool
 			return types.NewError(types.ErrInternal, msg, "")
 		}
 		return types.NewError(types.ErrPluginNotAvailable, msg, "this node cannot get another VNet address")
-	case codes.Unavailable, codes.DeadlineExceeded:
+	case unary.Unavailable, unary.DeadlineExceeded:
 		return types.NewError(types.ErrTryAgainLater, msg, "")
-	case codes.InvalidArgument:
+	case unary.InvalidArgument:
 		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "")
-	case codes.AlreadyExists:
+	case unary.AlreadyExists:
 		return types.NewError(types.ErrInvalidEnvironmentVariables, msg, "this container ID and ifname belong to another live attachment")
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -73,10 +72,10 @@ func cnsAnswered(err error) bool {
 }
 
 // grpcCode finds a gRPC status anywhere in err's chain.
-func grpcCode(err error) codes.Code {
+func grpcCode(err error) unary.Code {
 	var se *unary.Error
 	if errors.As(err, &se) {
 		return se.Code
 	}
-	return codes.OK
+	return unary.OK
 }

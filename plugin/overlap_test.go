@@ -18,18 +18,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnet-cni/vnet-cni/plugin"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
 	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
 // interposedCNS is the node's real cns with RequestIPs replaced, and the releases counted.
 type interposedCNS struct {
 	plugin.CNS
-	request  func(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)
+	request  func(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error)
 	releases *atomic.Int32
 }
 
-func (c *interposedCNS) RequestIPs(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+func (c *interposedCNS) RequestIPs(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error) {
 	return c.request(ctx, req)
 }
 
@@ -39,7 +39,7 @@ func (c *interposedCNS) ReleaseIPs(ctx context.Context, network, containerID, if
 }
 
 // interpose makes the node's plugin reach cns through request, which receives the real cns.
-func (n *node) interpose(request func(ctx context.Context, real plugin.CNS, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error)) *atomic.Int32 {
+func (n *node) interpose(request func(ctx context.Context, real plugin.CNS, req cnswire.IPRequest) (cnswire.Grant, error)) *atomic.Int32 {
 	releases := new(atomic.Int32)
 	n.p.Dial = func(c *plugin.Config) (plugin.CNS, error) {
 		real, err := plugin.DialCNS(c)
@@ -47,7 +47,7 @@ func (n *node) interpose(request func(ctx context.Context, real plugin.CNS, req 
 			return nil, err
 		}
 		return &interposedCNS{CNS: real, releases: releases,
-			request: func(ctx context.Context, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+			request: func(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error) {
 				return request(ctx, real, req)
 			}}, nil
 	}
@@ -74,10 +74,10 @@ func TestAddBuildsVethWhileCNSAnswersAndRemovesItWhenCNSRefuses(t *testing.T) {
 	pod := nettest.NewNS(t)
 	host := plugin.HostVethName("pod", "eth0")
 	var sawVeth atomic.Bool
-	releases := n.interpose(func(context.Context, plugin.CNS, *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+	releases := n.interpose(func(context.Context, plugin.CNS, cnswire.IPRequest) (cnswire.Grant, error) {
 		// The veth is address-independent: ADD builds it while cns works on the request.
 		sawVeth.Store(n.waitForLink(host, 5*time.Second))
-		return nil, errors.New("injected: cns refuses the request")
+		return cnswire.Grant{}, errors.New("injected: cns refuses the request")
 	})
 	if _, err := n.add("pod", pod); err == nil {
 		t.Fatal("ADD succeeded although cns refused the address")
@@ -99,13 +99,13 @@ func TestAddBuildsVethWhileCNSAnswersAndRemovesItWhenCNSRefuses(t *testing.T) {
 func TestAddReleasesGrantWhenDatapathFailsAfterIt(t *testing.T) {
 	n := newNode(t)
 	pod := nettest.NewNS(t)
-	releases := n.interpose(func(ctx context.Context, real plugin.CNS, req *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
+	releases := n.interpose(func(ctx context.Context, real plugin.CNS, req cnswire.IPRequest) (cnswire.Grant, error) {
 		resp, err := real.RequestIPs(ctx, req)
 		if err != nil {
-			return nil, err
+			return resp, err
 		}
 		// A route listed twice: the kernel refuses the second, after the address was granted.
-		c := resp.GetIpConfigs()[0]
+		c := &resp.IPConfigs[0]
 		c.Routes = append(c.Routes, c.Routes...)
 		return resp, nil
 	})

@@ -12,9 +12,10 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"google.golang.org/grpc/codes"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
+	"github.com/vnet-cni/vnet-cni/plugin/unary"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // Plugin holds the handlers' dependencies.
@@ -118,16 +119,16 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	// ADD of the same key turns out to hold it (below).
 	granted := make(chan grant, 1)
 	go func() {
-		resp, err := client.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: args.ContainerID, Ifname: args.IfName,
+		resp, err := client.RequestIPs(ctx, cnswire.IPRequest{ContainerID: args.ContainerID, IfName: args.IfName,
 			Netns: args.Netns, PodNamespace: string(ka.K8S_POD_NAMESPACE), PodName: string(ka.K8S_POD_NAME), Network: conf.Name,
-			PodUid: string(ka.K8S_POD_UID)})
+			PodUID: string(ka.K8S_POD_UID)})
 		granted <- grant{resp, err}
 	}()
 	mtu := conf.MTU
 	if mtu == 0 {
 		mtu = DefaultMTU // cns's MTU, when it differs, is set once the grant is in
 	}
-	v, verr := nl.buildVeth(args.IfName, hostName, cnsv1.HostVethAlias(conf.Name, args.ContainerID, args.IfName), mtu)
+	v, verr := nl.buildVeth(args.IfName, hostName, contract.HostVethAlias(conf.Name, args.ContainerID, args.IfName), mtu)
 	g := <-granted
 	if g.err != nil {
 		return undoVeth(nl, v, g.err, verr)
@@ -178,7 +179,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 
 // grant is cns's answer to RequestIPs.
 type grant struct {
-	resp *cnsv1.RequestIPsResponse
+	resp cnswire.Grant
 	err  error
 }
 
@@ -220,26 +221,26 @@ func undoVeth(nl *links, v *veth, cnsErr, vethErr error) error {
 	return err
 }
 
-func grantToPodNet(resp *cnsv1.RequestIPsResponse, mtu int) (podNet, error) {
-	if len(resp.GetIpConfigs()) == 0 {
+func grantToPodNet(resp cnswire.Grant, mtu int) (podNet, error) {
+	if len(resp.IPConfigs) == 0 {
 		return podNet{}, errors.New("cns granted no address")
 	}
-	c := resp.GetIpConfigs()[0]
-	pfx, err := netip.ParsePrefix(c.GetAddress())
+	c := resp.IPConfigs[0]
+	pfx, err := netip.ParsePrefix(c.Address)
 	if err != nil || !pfx.Addr().Is4() {
-		return podNet{}, fmt.Errorf("cns granted an unusable address %q: %w", c.GetAddress(), err)
+		return podNet{}, fmt.Errorf("cns granted an unusable address %q: %w", c.Address, err)
 	}
 	pn := podNet{IP: pfx.Addr(), MTU: mtu}
 	if pn.MTU == 0 {
-		pn.MTU = int(c.GetMtu())
+		pn.MTU = int(c.MTU)
 	}
 	if pn.MTU == 0 {
 		pn.MTU = DefaultMTU
 	}
-	for _, r := range c.GetRoutes() {
-		d, err := netip.ParsePrefix(r.GetDestination())
+	for _, r := range c.Routes {
+		d, err := netip.ParsePrefix(r)
 		if err != nil || !d.Addr().Is4() {
-			return podNet{}, fmt.Errorf("cns sent an unusable route %q", r.GetDestination())
+			return podNet{}, fmt.Errorf("cns sent an unusable route %q", r)
 		}
 		pn.Routes = append(pn.Routes, d.Masked())
 	}
@@ -278,7 +279,7 @@ func (p *Plugin) release(conf *Config, client CNS, containerID, ifname string) e
 		}
 		// A key cns refuses to read is one it cannot hold (it refused to allocate it):
 		// nothing to release, and DEL must not leave the pod stuck terminating.
-		if grpcCode(err) == codes.InvalidArgument {
+		if grpcCode(err) == unary.InvalidArgument {
 			return nil
 		}
 	}
@@ -293,7 +294,7 @@ func (p *Plugin) release(conf *Config, client CNS, containerID, ifname string) e
 
 func transient(err error) bool {
 	switch grpcCode(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+	case unary.Unavailable, unary.DeadlineExceeded, unary.Canceled:
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded)
@@ -366,11 +367,11 @@ func (p *Plugin) Check(args *skel.CmdArgs) error {
 		return err
 	}
 	for _, a := range allocs {
-		if a.GetContainerId() == args.ContainerID && a.GetIfname() == args.IfName {
-			if a.GetAddress() != addr.String() {
-				return fmt.Errorf("%w: cns holds %s for this pod, the datapath has %s", errCheck, a.GetAddress(), addr)
+		if a.ContainerID == args.ContainerID && a.IfName == args.IfName {
+			if a.Address != addr.String() {
+				return fmt.Errorf("%w: cns holds %s for this pod, the datapath has %s", errCheck, a.Address, addr)
 			}
-			if a.GetMissing() {
+			if a.Missing {
 				return fmt.Errorf("%w: %s is no longer on the node NIC", errCheck, addr)
 			}
 			return nil
@@ -406,10 +407,10 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return err
 	}
 	keep := map[types.GCAttachment]bool{}
-	valid := make([]*cnsv1.Attachment, 0, len(conf.ValidAttachments))
+	valid := make([]cnswire.Attachment, 0, len(conf.ValidAttachments))
 	for _, a := range conf.ValidAttachments {
 		keep[a] = true
-		valid = append(valid, &cnsv1.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
+		valid = append(valid, cnswire.Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
 	_, sweepErr := sweepNetworkVeths(conf.Name, keep)
 	client, ctx, done, err := p.session(conf)
@@ -436,8 +437,8 @@ func (p *Plugin) Status(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	if !st.GetReady() {
-		return types.NewError(types.ErrPluginNotAvailable, "cns not ready: "+st.GetMessage(), st.GetReason().String())
+	if !st.Ready {
+		return types.NewError(types.ErrPluginNotAvailable, "cns not ready: "+st.Message, st.Reason.String())
 	}
 	return nil
 }

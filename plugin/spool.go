@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // spoolRelease durably records a release cns could not take: written to a temporary file,
@@ -18,14 +18,14 @@ import (
 //
 // Every record gets a file of its own, named by its key and time: cns removes exactly the file
 // it replayed, so a newer record of the same key (a DEL spooled while cns was replaying an
-// older one) is never deleted unread. Records are cnsv1.SpoolRecord; Network was added later
+// older one) is never deleted unread. Records are contract.SpoolRecord; Network was added later
 // and is omitted by older plugins, which cns reads as "any network".
 func spoolRelease(dir, network, containerID, ifname string, now time.Time) (string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return "", fmt.Errorf("create release spool: %w", err)
 	}
 	at := now.UTC()
-	b, err := json.Marshal(cnsv1.SpoolRecord{ContainerID: containerID, IfName: ifname, At: at, Network: network})
+	b, err := json.Marshal(contract.SpoolRecord{ContainerID: containerID, IfName: ifname, At: at, Network: network})
 	if err != nil {
 		return "", err
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // cns replays a record by reading its file and then removing that file. A DEL spooled for
@@ -31,7 +31,7 @@ func TestSpoolReplayNeverDeletesANewerRecord(t *testing.T) {
 		t.Fatalf("spool after replaying the older record: %v, want the newer record %s", files, newer)
 	}
 	b, _ := os.ReadFile(newer)
-	var r cnsv1.SpoolRecord
+	var r contract.SpoolRecord
 	if err := json.Unmarshal(b, &r); err != nil || !r.At.Equal(t0.Add(time.Second)) || r.Network != "vnet" {
 		t.Fatalf("newer record %s: %+v %v", b, r, err)
 	}

@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
@@ -42,7 +41,7 @@ func TestRequestOverTheWindowsIsSentWhole(t *testing.T) {
 // scripted runs script as the server of one connection, with x/net's framer: frames no
 // grpc-go or net/http server would send on its own (a tiny window, padding, CONTINUATION,
 // PING, resets).
-func scripted(t *testing.T, script func(fr *http2.Framer) error) *unary.Conn {
+func scripted(t *testing.T, script func(fr *http2.Framer) error) conn {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "h2.sock")
 	l, err := net.Listen("unix", sock)
@@ -73,7 +72,7 @@ func scripted(t *testing.T, script func(fr *http2.Framer) error) *unary.Conn {
 			t.Errorf("server script: %v", err)
 		}
 	})
-	return unary.Dial(sock)
+	return dial(sock)
 }
 
 // readRequest reads frames until the client's request ends and returns its body.
@@ -220,14 +219,14 @@ func TestResetsAndGoAwaysEndTheCall(t *testing.T) {
 	for _, c := range []struct {
 		name      string
 		end       func(fr *http2.Framer) error
-		code      codes.Code // the answer; OK means a transport error
+		code      unary.Code // the answer; OK means a transport error
 		transport bool
 	}{
-		{"RST_STREAM REFUSED_STREAM", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeRefusedStream) }, codes.Unavailable, false},
-		{"RST_STREAM CANCEL", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeCancel) }, codes.Canceled, false},
-		{"RST_STREAM INTERNAL_ERROR", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeInternal) }, codes.Internal, false},
-		{"GOAWAY before our stream", func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) }, codes.OK, true},
-		{"closed without an answer", func(*http2.Framer) error { return nil }, codes.OK, true},
+		{"RST_STREAM REFUSED_STREAM", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeRefusedStream) }, unary.Unavailable, false},
+		{"RST_STREAM CANCEL", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeCancel) }, unary.Canceled, false},
+		{"RST_STREAM INTERNAL_ERROR", func(fr *http2.Framer) error { return fr.WriteRSTStream(1, http2.ErrCodeInternal) }, unary.Internal, false},
+		{"GOAWAY before our stream", func(fr *http2.Framer) error { return fr.WriteGoAway(0, http2.ErrCodeNo, nil) }, unary.OK, true},
+		{"closed without an answer", func(*http2.Framer) error { return nil }, unary.OK, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			conn := scripted(t, func(fr *http2.Framer) error {
@@ -364,7 +363,7 @@ func TestAnswerOverTheBoundFailsAtOnce(t *testing.T) {
 	defer cancel()
 	err := c.Invoke(cctx, "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 	var e *unary.Error
-	if !errors.As(err, &e) || e.Code != codes.Internal || cctx.Err() != nil {
+	if !errors.As(err, &e) || e.Code != unary.Internal || cctx.Err() != nil {
 		t.Fatalf("got %v (context %v), want Internal before the deadline", err, cctx.Err())
 	}
 }

@@ -7,7 +7,8 @@
 // plugin's init together (README "Where ADD's and DEL's time goes"). A unary call is a POST
 // with a 5-byte frame around the message and the status in the trailers, so each call opens
 // its own connection, speaks the few HTTP/2 frames such an exchange needs (h2.go; HPACK is
-// x/net's) and closes it. Long-lived processes use grpc-go.
+// x/net's) and closes it. Messages come encoded and leave encoded (the plugin's are in
+// package cnswire), and status codes are this package's Code. Long-lived processes use grpc-go.
 package unary
 
 import (
@@ -23,9 +24,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 )
 
 // MaxResponse bounds a response message; a larger answer is refused (Internal).
@@ -57,15 +56,12 @@ func (c *Conn) Close() error {
 	return nil
 }
 
-// Invoke calls method (its full name, "/package.Service/Method") with in and decodes the
-// answer into out. The context's deadline is sent as grpc-timeout, so the server bounds its
-// work by it too. It returns nil, an *Error the server answered, or an error wrapping
-// ErrTransport or ErrProtocol (or the context's error, when that ended the call).
-func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message) error {
-	msg, err := proto.Marshal(in)
-	if err != nil {
-		return fmt.Errorf("marshal %s request: %w", method, err)
-	}
+// Invoke calls method (its full name, "/package.Service/Method") with the encoded request
+// message msg and returns the encoded answer message; the caller owns both encodings. The
+// context's deadline is sent as grpc-timeout, so the server bounds its work by it too. Its
+// error is an *Error the server answered, or wraps ErrTransport or ErrProtocol (or is the
+// context's error, when that ended the call).
+func (c *Conn) Invoke(ctx context.Context, method string, msg []byte) ([]byte, error) {
 	frame := make([]byte, 5, 5+len(msg))
 	binary.BigEndian.PutUint32(frame[1:], uint32(len(msg)))
 	frame = append(frame, msg...)
@@ -84,13 +80,13 @@ func (c *Conn) Invoke(ctx context.Context, method string, in, out proto.Message)
 	var reset streamReset
 	switch {
 	case errors.Is(err, errUnprocessed) && errors.As(err, &reset):
-		return &Error{Code: codes.Unavailable, Message: reset.Error()}
+		return nil, &Error{Code: Unavailable, Message: reset.Error()}
 	case errors.Is(err, errUnprocessed):
-		return transportErr(ctx, err)
+		return nil, transportErr(ctx, err)
 	case err != nil:
-		return err
+		return nil, err
 	}
-	return answer(r, method, out)
+	return answer(r)
 }
 
 // exchange makes one attempt on a new connection; its errors are final except errUnprocessed.
@@ -129,8 +125,8 @@ func (c *Conn) exchange(ctx context.Context, hdrs []hpack.HeaderField, frame []b
 		return nil, fmt.Errorf("%w: %w", errUnprocessed, err)
 	case errors.As(err, &reset):
 		code := resetCode(uint32(reset))
-		if dl, ok := ctx.Deadline(); ok && code == codes.Canceled && !time.Now().Before(dl) {
-			code = codes.DeadlineExceeded
+		if dl, ok := ctx.Deadline(); ok && code == Canceled && !time.Now().Before(dl) {
+			code = DeadlineExceeded
 		}
 		return nil, &Error{Code: code, Message: reset.Error()}
 	}
@@ -139,21 +135,21 @@ func (c *Conn) exchange(ctx context.Context, hdrs []hpack.HeaderField, frame []b
 
 // answer judges a complete reply: as grpc-go, one with a gRPC content type by its
 // grpc-status, whatever its HTTP status; anything else by its HTTP status.
-func answer(r *reply, method string, out proto.Message) error {
+func answer(r *reply) ([]byte, error) {
 	status, _ := strconv.Atoi(r.headers.get(":status"))
 	ct := r.headers.get("content-type")
 	if !isGRPC(ct) || status != 200 && r.headers.get("grpc-status") == "" {
-		code := codes.Unknown
+		code := Unknown
 		if status != 200 {
 			code = httpCode(status)
 		}
-		return &Error{Code: code, Message: fmt.Sprintf("HTTP status %d, content type %q", status, ct)}
+		return nil, &Error{Code: code, Message: fmt.Sprintf("HTTP status %d, content type %q", status, ct)}
 	}
 	if len(r.body) > 5+MaxResponse {
-		return &Error{Code: codes.Internal, Message: fmt.Sprintf("answer is over the %d bytes read", MaxResponse)}
+		return nil, &Error{Code: Internal, Message: fmt.Sprintf("answer is over the %d bytes read", MaxResponse)}
 	}
 	if r.endedInData {
-		return &Error{Code: codes.Internal, Message: "server closed the stream without sending trailers"}
+		return nil, &Error{Code: Internal, Message: "server closed the stream without sending trailers"}
 	}
 	// A trailers-only answer (an error before any message) carries its status in the headers.
 	st := r.trailers
@@ -161,33 +157,26 @@ func answer(r *reply, method string, out proto.Message) error {
 		st = r.headers
 	}
 	if err := statusOf(st); err != nil {
-		return err
+		return nil, err
 	}
-	m, err := oneMessage(r.body)
-	if err != nil {
-		return err
-	}
-	if err := proto.Unmarshal(m, out); err != nil {
-		return &Error{Code: codes.Internal, Message: fmt.Sprintf("decode %s answer: %v", method, err)}
-	}
-	return nil
+	return oneMessage(r.body)
 }
 
 // resetCode maps a RST_STREAM error code to a gRPC code, as grpc-go's client does.
-func resetCode(c uint32) codes.Code {
+func resetCode(c uint32) Code {
 	switch c {
 	case 0x0, 0x1, 0x2, 0x4, 0x5, 0x6, 0x9, 0xa, 0xd: // NO_ERROR, PROTOCOL, INTERNAL, SETTINGS_TIMEOUT,
-		return codes.Internal // STREAM_CLOSED, FRAME_SIZE, COMPRESSION, CONNECT, HTTP_1_1_REQUIRED
+		return Internal // STREAM_CLOSED, FRAME_SIZE, COMPRESSION, CONNECT, HTTP_1_1_REQUIRED
 	case 0x3, errCodeCalm: // FLOW_CONTROL, ENHANCE_YOUR_CALM
-		return codes.ResourceExhausted
+		return ResourceExhausted
 	case errCodeRefused:
-		return codes.Unavailable
+		return Unavailable
 	case errCodeCancel:
-		return codes.Canceled
+		return Canceled
 	case 0xc: // INADEQUATE_SECURITY
-		return codes.PermissionDenied
+		return PermissionDenied
 	}
-	return codes.Unknown
+	return Unknown
 }
 
 // isGRPC tells a gRPC content type: application/grpc, alone or followed by "+codec" or ";".
@@ -211,17 +200,17 @@ func transportErr(ctx context.Context, err error) error {
 // oneMessage returns the single uncompressed message of a unary response body.
 func oneMessage(b []byte) ([]byte, error) {
 	if len(b) < 5 {
-		return nil, &Error{Code: codes.Internal, Message: "response has no message"}
+		return nil, &Error{Code: Internal, Message: "response has no message"}
 	}
 	if b[0] != 0 {
-		return nil, &Error{Code: codes.Internal, Message: "response is compressed; none was asked for"}
+		return nil, &Error{Code: Internal, Message: "response is compressed; none was asked for"}
 	}
 	n := binary.BigEndian.Uint32(b[1:5])
 	switch {
 	case n > MaxResponse:
-		return nil, &Error{Code: codes.ResourceExhausted, Message: fmt.Sprintf("response of %d bytes is over %d", n, MaxResponse)}
+		return nil, &Error{Code: ResourceExhausted, Message: fmt.Sprintf("response of %d bytes is over %d", n, MaxResponse)}
 	case uint64(len(b)) != 5+uint64(n):
-		return nil, &Error{Code: codes.Internal, Message: "response is not exactly one message"}
+		return nil, &Error{Code: Internal, Message: "response is not exactly one message"}
 	}
 	return b[5:], nil
 }
@@ -231,16 +220,16 @@ func oneMessage(b []byte) ([]byte, error) {
 func statusOf(h header) error {
 	s := h.get("grpc-status")
 	if s == "" {
-		return &Error{Code: codes.Unknown, Message: "answer has no grpc-status"}
+		return &Error{Code: Unknown, Message: "answer has no grpc-status"}
 	}
 	c, err := strconv.ParseUint(s, 10, 32)
 	if err != nil {
-		return &Error{Code: codes.Internal, Message: fmt.Sprintf("grpc-status %q", s)}
+		return &Error{Code: Internal, Message: fmt.Sprintf("grpc-status %q", s)}
 	}
-	if codes.Code(c) == codes.OK {
+	if Code(c) == OK {
 		return nil
 	}
-	e := &Error{Code: codes.Code(c), Message: unescape(h.get("grpc-message"))}
+	e := &Error{Code: Code(c), Message: unescape(h.get("grpc-message"))}
 	if d := h.get("grpc-status-details-bin"); d != "" {
 		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(d, "="))
 		if err == nil {
@@ -271,7 +260,7 @@ func unescape(s string) string {
 
 // Error is an error status the server answered.
 type Error struct {
-	Code    codes.Code
+	Code    Code
 	Message string
 	// Details are the google.rpc.Status details (google.protobuf.Any), read with protowire:
 	// decoding them as messages would link the status and Any descriptors, whose registration
@@ -350,18 +339,18 @@ func timeout(d time.Duration) string {
 
 // httpCode maps an HTTP status that is not 200 to a gRPC code, as the gRPC HTTP/2 protocol
 // says a client must.
-func httpCode(s int) codes.Code {
+func httpCode(s int) Code {
 	switch s {
 	case 400:
-		return codes.Internal
+		return Internal
 	case 401:
-		return codes.Unauthenticated
+		return Unauthenticated
 	case 403:
-		return codes.PermissionDenied
+		return PermissionDenied
 	case 404:
-		return codes.Unimplemented
+		return Unimplemented
 	case 429, 502, 503, 504:
-		return codes.Unavailable
+		return Unavailable
 	}
-	return codes.Unknown
+	return Unknown
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
+	"github.com/vnet-cni/vnet-cni/proto/cns/v1/contract"
 )
 
 // server is a grpc-go server on a unix socket whose answers the test sets.
@@ -47,9 +48,9 @@ func (s *server) ListAllocations(context.Context, *cnsv1.ListAllocationsRequest)
 	return &cnsv1.ListAllocationsResponse{Allocations: s.allocs}, nil
 }
 
-func start(t *testing.T, s *server) *unary.Conn {
+func start(t *testing.T, s *server) conn {
 	t.Helper()
-	c := unary.Dial(serve(t, s))
+	c := dial(serve(t, s))
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -98,7 +99,7 @@ func TestAnswerIsDecoded(t *testing.T) {
 func TestErrorStatusKeepsCodeMessageAndDetails(t *testing.T) {
 	const msg = "pool empty: 100% of 250 addresses assigned; café"
 	c := start(t, &server{request: func(context.Context, *cnsv1.RequestIPsRequest) (*cnsv1.RequestIPsResponse, error) {
-		s, err := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Reason: "Full", Domain: cnsv1.ErrorDomain})
+		s, err := status.New(codes.ResourceExhausted, msg).WithDetails(&errdetails.ErrorInfo{Reason: "Full", Domain: contract.ErrorDomain})
 		if err != nil {
 			return nil, err
 		}
@@ -109,14 +110,14 @@ func TestErrorStatusKeepsCodeMessageAndDetails(t *testing.T) {
 	if !errors.As(err, &e) {
 		t.Fatalf("error %v (%T) is not an answer", err, err)
 	}
-	if e.Code != codes.ResourceExhausted || e.Message != msg {
+	if e.Code != unary.ResourceExhausted || e.Message != msg {
 		t.Fatalf("got %v %q, want ResourceExhausted %q", e.Code, e.Message, msg)
 	}
 	if len(e.Details) != 1 || e.Details[0].TypeURL != "type.googleapis.com/google.rpc.ErrorInfo" {
 		t.Fatalf("details %+v, want one ErrorInfo", e.Details)
 	}
 	var info errdetails.ErrorInfo
-	if err := proto.Unmarshal(e.Details[0].Value, &info); err != nil || info.GetDomain() != cnsv1.ErrorDomain || info.GetReason() != "Full" {
+	if err := proto.Unmarshal(e.Details[0].Value, &info); err != nil || info.GetDomain() != contract.ErrorDomain || info.GetReason() != "Full" {
 		t.Fatalf("ErrorInfo %v (%v)", &info, err)
 	}
 }
@@ -125,7 +126,7 @@ func TestUnknownMethodIsUnimplemented(t *testing.T) {
 	c := start(t, &server{})
 	err := c.Invoke(ctx(t), "/cns.v1.IPAMService/NoSuchMethod", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 	var e *unary.Error
-	if !errors.As(err, &e) || e.Code != codes.Unimplemented {
+	if !errors.As(err, &e) || e.Code != unary.Unimplemented {
 		t.Fatalf("got %v, want Unimplemented", err)
 	}
 }
@@ -151,7 +152,7 @@ func TestDeadlineReachesTheServer(t *testing.T) {
 		t.Fatalf("server saw %v left, want a deadline within the caller's 300ms", left)
 	}
 	var e *unary.Error
-	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &e) && e.Code == codes.DeadlineExceeded) {
+	if !errors.Is(err, context.DeadlineExceeded) && !(errors.As(err, &e) && e.Code == unary.DeadlineExceeded) {
 		t.Fatalf("got %v, want the deadline", err)
 	}
 }
@@ -173,7 +174,7 @@ func TestLargeAnswerIsReadWhole(t *testing.T) {
 }
 
 func TestNoServerIsATransportError(t *testing.T) {
-	c := unary.Dial(filepath.Join(t.TempDir(), "none.sock"))
+	c := dial(filepath.Join(t.TempDir(), "none.sock"))
 	defer c.Close()
 	err := c.Invoke(ctx(t), cnsv1grpc.IPAMService_Status_FullMethodName, &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 	var e *unary.Error
@@ -199,7 +200,7 @@ func TestConnectionLostBeforeTheAnswerIsATransportError(t *testing.T) {
 		_, _ = conn.Read(buf) // the preface has arrived: drop the connection without a word
 		conn.Close()
 	}()
-	c := unary.Dial(sock)
+	c := dial(sock)
 	defer c.Close()
 	err = c.Invoke(ctx(t), cnsv1grpc.IPAMService_Status_FullMethodName, &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 	if !errors.Is(err, unary.ErrTransport) {
@@ -208,7 +209,7 @@ func TestConnectionLostBeforeTheAnswerIsATransportError(t *testing.T) {
 }
 
 // raw serves h over HTTP/2 without TLS on a unix socket: answers grpc-go would never give.
-func raw(t *testing.T, h http.HandlerFunc) *unary.Conn {
+func raw(t *testing.T, h http.HandlerFunc) conn {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "r.sock")
 	l, err := net.Listen("unix", sock)
@@ -220,7 +221,7 @@ func raw(t *testing.T, h http.HandlerFunc) *unary.Conn {
 	srv := &http.Server{Handler: h, Protocols: &p}
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { srv.Close() })
-	c := unary.Dial(sock)
+	c := dial(sock)
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -255,18 +256,18 @@ func TestMalformedAnswersAreErrorsWithTheRightCode(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		h    http.HandlerFunc
-		want codes.Code
+		want unary.Code
 	}{
-		{"OK and no message", answer(200, grpcCT, nil, ok), codes.Internal},
-		{"two messages", answer(200, grpcCT, append(frame(0, nil), frame(0, nil)...), ok), codes.Internal},
-		{"compressed message", answer(200, grpcCT, frame(1, nil), ok), codes.Internal},
-		{"over the size bound", answer(200, grpcCT, frame(0, make([]byte, unary.MaxResponse+10)), ok), codes.Internal},
-		{"no trailers", answer(200, grpcCT, frame(0, nil), nil), codes.Internal},
-		{"trailers without grpc-status", answer(200, grpcCT, frame(0, nil), map[string]string{"Grpc-Message": "x"}), codes.Unknown},
-		{"not a gRPC content type", answer(200, map[string]string{"Content-Type": "application/grpcweb", "Grpc-Status": "0"}, nil, nil), codes.Unknown},
-		{"HTTP 503, not gRPC", answer(503, map[string]string{"Content-Type": "text/plain"}, []byte("busy"), nil), codes.Unavailable},
-		{"HTTP 404, not gRPC", answer(404, nil, nil, nil), codes.Unimplemented},
-		{"HTTP 503 with a gRPC status", answer(503, map[string]string{"Content-Type": "application/grpc", "Grpc-Status": "5"}, nil, nil), codes.NotFound},
+		{"OK and no message", answer(200, grpcCT, nil, ok), unary.Internal},
+		{"two messages", answer(200, grpcCT, append(frame(0, nil), frame(0, nil)...), ok), unary.Internal},
+		{"compressed message", answer(200, grpcCT, frame(1, nil), ok), unary.Internal},
+		{"over the size bound", answer(200, grpcCT, frame(0, make([]byte, unary.MaxResponse+10)), ok), unary.Internal},
+		{"no trailers", answer(200, grpcCT, frame(0, nil), nil), unary.Internal},
+		{"trailers without grpc-status", answer(200, grpcCT, frame(0, nil), map[string]string{"Grpc-Message": "x"}), unary.Unknown},
+		{"not a gRPC content type", answer(200, map[string]string{"Content-Type": "application/grpcweb", "Grpc-Status": "0"}, nil, nil), unary.Unknown},
+		{"HTTP 503, not gRPC", answer(503, map[string]string{"Content-Type": "text/plain"}, []byte("busy"), nil), unary.Unavailable},
+		{"HTTP 404, not gRPC", answer(404, nil, nil, nil), unary.Unimplemented},
+		{"HTTP 503 with a gRPC status", answer(503, map[string]string{"Content-Type": "application/grpc", "Grpc-Status": "5"}, nil, nil), unary.NotFound},
 	} {
 		err := raw(t, c.h).Invoke(ctx(t), "/cns.v1.IPAMService/Status", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 		var e *unary.Error
@@ -288,7 +289,7 @@ func TestMalformedAnswersAreErrorsWithTheRightCode(t *testing.T) {
 // Details are read whether the base64 is padded or not (grpc-go sends it unpadded), and a
 // malformed escape in grpc-message does not undo the valid ones.
 func TestDetailsAndMessageAreReadLeniently(t *testing.T) {
-	a, err := anypb.New(&errdetails.ErrorInfo{Domain: cnsv1.ErrorDomain})
+	a, err := anypb.New(&errdetails.ErrorInfo{Domain: contract.ErrorDomain})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,7 +301,7 @@ func TestDetailsAndMessageAreReadLeniently(t *testing.T) {
 		h := map[string]string{"Content-Type": "application/grpc", "Grpc-Status": "14", "Grpc-Message": "a%20b%zz%", "Grpc-Status-Details-Bin": enc}
 		err := raw(t, answer(200, h, nil, nil)).Invoke(ctx(t), "/x/y", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 		var e *unary.Error
-		if !errors.As(err, &e) || e.Code != codes.Unavailable || e.Message != "a b%zz%" || len(e.Details) != 1 || e.Details[0].TypeURL != a.GetTypeUrl() {
+		if !errors.As(err, &e) || e.Code != unary.Unavailable || e.Message != "a b%zz%" || len(e.Details) != 1 || e.Details[0].TypeURL != a.GetTypeUrl() {
 			t.Errorf("details %q: got %+v", enc, err)
 		}
 	}
@@ -313,7 +314,7 @@ func TestCloseLeavesNoConnectionBehind(t *testing.T) {
 	sock := serve(t, &server{})
 	base := runtime.NumGoroutine()
 	for range 30 {
-		c := unary.Dial(sock)
+		c := dial(sock)
 		err := c.Invoke(ctx(t), "/cns.v1.IPAMService/NoSuchMethod", &cnsv1.StatusRequest{}, new(cnsv1.StatusResponse))
 		if err == nil {
 			t.Fatal("an unknown method answered OK")
@@ -326,5 +327,41 @@ func TestCloseLeavesNoConnectionBehind(t *testing.T) {
 			t.Fatalf("%d goroutines after 30 closed calls, %d before: connections were left open", n, base)
 		}
 		time.Sleep(10 * time.Millisecond) // polling the count; there is no event to wait on
+	}
+}
+
+// conn is a unary.Conn that encodes and decodes the generated messages for the tests.
+type conn struct{ *unary.Conn }
+
+func dial(path string) conn { return conn{unary.Dial(path)} }
+
+func (c conn) Invoke(ctx context.Context, method string, in, out proto.Message) error {
+	req, err := proto.Marshal(in)
+	if err != nil {
+		return err
+	}
+	b, err := c.Conn.Invoke(ctx, method, req)
+	if err != nil {
+		return err
+	}
+	return proto.Unmarshal(b, out)
+}
+
+func TestCodesAreGRPCs(t *testing.T) {
+	for c := range uint32(20) {
+		if got, want := unary.Code(c).String(), codes.Code(c).String(); got != want {
+			t.Errorf("code %d is %q here, %q in grpc-go", c, got, want)
+		}
+	}
+	for ours, theirs := range map[unary.Code]codes.Code{unary.OK: codes.OK, unary.Canceled: codes.Canceled, unary.Unknown: codes.Unknown,
+		unary.InvalidArgument: codes.InvalidArgument, unary.DeadlineExceeded: codes.DeadlineExceeded, unary.NotFound: codes.NotFound,
+		unary.AlreadyExists: codes.AlreadyExists, unary.PermissionDenied: codes.PermissionDenied,
+		unary.ResourceExhausted: codes.ResourceExhausted, unary.FailedPrecondition: codes.FailedPrecondition,
+		unary.Aborted: codes.Aborted, unary.OutOfRange: codes.OutOfRange, unary.Unimplemented: codes.Unimplemented,
+		unary.Internal: codes.Internal, unary.Unavailable: codes.Unavailable, unary.DataLoss: codes.DataLoss,
+		unary.Unauthenticated: codes.Unauthenticated} {
+		if uint32(ours) != uint32(theirs) {
+			t.Errorf("%s is %d here, %d in grpc-go", ours, ours, theirs)
+		}
 	}
 }

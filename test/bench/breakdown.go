@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnet-cni/vnet-cni/plugin"
-	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
 )
 
 // breakdown prices the parts of one ADD/DEL apart, on the latency step's cns: process
@@ -73,7 +73,7 @@ func breakdown(ctx context.Context, c Config, r *Results) error {
 		dial = append(dial, ms(time.Since(start)))
 		id := fmt.Sprint("parts-", i)
 		start = time.Now()
-		if _, err := cns.RequestIPs(ctx, &cnsv1.RequestIPsRequest{ContainerId: id, Ifname: "eth0"}); err != nil {
+		if _, err := cns.RequestIPs(ctx, cnswire.IPRequest{ContainerID: id, IfName: "eth0"}); err != nil {
 			return err
 		}
 		req = append(req, ms(time.Since(start)))

@@ -1,12 +1,14 @@
-package cnsv1
+// Package contract holds what the plugin and cns agree on outside the RPCs: the host veth's
+// label, the limits of an attachment's identity, the release spool's records and the domain
+// of cns's error details. It lives beside the API so both sides import one definition, and
+// apart from the generated messages (package cnsv1): the plugin, exec'd for every pod, links
+// neither cns nor protobuf's runtime and registry.
+package contract
 
 import (
 	"strings"
 	"time"
 )
-
-// Contracts between the plugin and cns that are not RPCs. They live beside the API so both
-// sides import one definition; the plugin must not import cns (it stays light).
 
 // ErrorDomain is the google.rpc.ErrorInfo domain cns puts on every status it returns, so a
 // client can tell cns's answers from failures of the transport.

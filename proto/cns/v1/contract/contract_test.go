@@ -1,4 +1,4 @@
-package cnsv1
+package contract
 
 import (
 	"strings"
