@@ -164,7 +164,7 @@ run: build $(TOOLS)/.grpcurl-$(GRPCURL_VERSION)
 # Each fuzz target briefly (FUZZTIME each); the seed corpus lives in testdata/fuzz.
 FUZZTIME ?= 5s
 FUZZ_TARGETS := FuzzPoolInvariants:./ipampool FuzzRequestValidation:./cns FuzzGarbageCollectValidation:./cns \
-                FuzzParseConfig:./plugin FuzzK8sArgs:./plugin
+                FuzzParseConfig:./plugin FuzzK8sArgs:./plugin FuzzAnswersDecodeAsTheGeneratedCode:./plugin/cnswire
 # A run that ends while the fuzzer minimizes a new *interesting* input reports "context deadline
 # exceeded" with no failing input: a toolchain artefact, not a finding. Any real finding
 # prints "Failing input written to testdata/fuzz/..." and fails the build.

@@ -235,7 +235,7 @@ func seeds() [][]byte {
 	unknown = protowire.AppendTag(unknown, 103, protowire.StartGroupType)
 	unknown = protowire.AppendTag(unknown, 103, protowire.EndGroupType)
 	out := [][]byte{nil, unknown, {0x0a, 0x02, 0x08}, {0x08, 0xff}, {0x0a, 0x01, 0xff},
-		{0x0a, 0x03, 0x32, 0x01, 0xff}, // an allocation whose netns is not UTF-8 (found by this fuzz test)
+		{0x0a, 0x03, 0x32, 0x01, 0xff},                               // an allocation whose netns is not UTF-8 (found by this fuzz test)
 		{0x0a, 0x08, 0x3a, 0x02, 0x08, 0x05, 0x3a, 0x02, 0x10, 0x07}, // its time in two parts, merged
 	}
 	for _, m := range msgs {
