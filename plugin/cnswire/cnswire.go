@@ -9,8 +9,8 @@
 //
 // The tests hold this package to the generated code: each request's bytes equal
 // proto.Marshal's, each answer decodes as proto.Unmarshal decodes it (a fuzz test compares
-// them on arbitrary input), and every field of the messages is either handled here or listed
-// as not read, so a field added to cns.proto fails the tests until this package decides.
+// them on arbitrary input), and a field added to these messages in cns.proto, or changed in
+// number, kind or cardinality, fails the tests until this package encodes it.
 package cnswire
 
 import (

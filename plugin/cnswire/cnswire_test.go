@@ -2,9 +2,11 @@ package cnswire
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,23 +20,50 @@ import (
 	"github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
-// fieldsOf lists, per message, the field numbers this package writes or reads.
-var fieldsOf = map[protoreflect.FullName][]protoreflect.FieldNumber{
-	"cns.v1.RequestIPsRequest":       {1, 2, 3, 4, 5, 6, 10},
-	"cns.v1.RequestIPsResponse":      {1},
-	"cns.v1.IPConfig":                {1, 2, 3, 4, 5},
-	"cns.v1.Route":                   {1},
-	"cns.v1.ReleaseIPsRequest":       {1, 2, 3},
-	"cns.v1.ReleaseIPsResponse":      {1},
-	"cns.v1.Attachment":              {1, 2},
-	"cns.v1.GarbageCollectRequest":   {1, 2},
-	"cns.v1.GarbageCollectResponse":  {1, 2},
-	"cns.v1.StatusRequest":           nil,
-	"cns.v1.StatusResponse":          {1, 2, 3},
-	"cns.v1.ListAllocationsRequest":  nil,
-	"cns.v1.ListAllocationsResponse": {1},
-	"cns.v1.Allocation":              {1, 2, 3, 4, 5, 6, 7, 8, 9, 10},
-	"google.protobuf.Timestamp":      {1, 2},
+// fieldsOf is, per message, the fields this package writes or reads: number, cardinality,
+// kind (and message type), as it encodes them.
+var fieldsOf = map[protoreflect.FullName]string{
+	"cns.v1.RequestIPsRequest":       "1 string, 2 string, 3 string, 4 string, 5 string, 6 string, 10 string",
+	"cns.v1.RequestIPsResponse":      "1 repeated cns.v1.IPConfig",
+	"cns.v1.IPConfig":                "1 string, 2 string, 3 string, 4 repeated cns.v1.Route, 5 uint32",
+	"cns.v1.Route":                   "1 string",
+	"cns.v1.ReleaseIPsRequest":       "1 string, 2 string, 3 string",
+	"cns.v1.ReleaseIPsResponse":      "1 bool",
+	"cns.v1.Attachment":              "1 string, 2 string",
+	"cns.v1.GarbageCollectRequest":   "1 repeated cns.v1.Attachment, 2 string",
+	"cns.v1.GarbageCollectResponse":  "1 uint32, 2 uint32",
+	"cns.v1.StatusRequest":           "",
+	"cns.v1.StatusResponse":          "1 bool, 2 enum cns.v1.NotReadyReason, 3 string",
+	"cns.v1.ListAllocationsRequest":  "",
+	"cns.v1.ListAllocationsResponse": "1 repeated cns.v1.Allocation",
+	"cns.v1.Allocation": "1 string, 2 string, 3 string, 4 string, 5 string, 6 string, 7 google.protobuf.Timestamp, " +
+		"8 bool, 9 string, 10 string",
+	"google.protobuf.Timestamp": "1 int64, 2 int32",
+}
+
+// signature writes a message's fields as fieldsOf does.
+func signature(md protoreflect.MessageDescriptor) string {
+	var fs []string
+	for i := range md.Fields().Len() {
+		f := md.Fields().Get(i)
+		s := fmt.Sprint(f.Number(), " ")
+		if f.Cardinality() == protoreflect.Repeated {
+			s += "repeated "
+		}
+		switch {
+		case f.Message() != nil:
+			s += string(f.Message().FullName())
+		case f.Enum() != nil:
+			s += "enum " + string(f.Enum().FullName())
+		default:
+			s += f.Kind().String()
+		}
+		if f.HasPresence() && f.Message() == nil {
+			s += " (optional)" // proto3 optional: presence this package does not encode
+		}
+		fs = append(fs, s)
+	}
+	return strings.Join(fs, ", ")
 }
 
 // The methods the plugin calls, and the messages this package encodes for them.
@@ -46,22 +75,18 @@ var methods = map[protoreflect.FullName][2]protoreflect.FullName{
 	"cns.v1.PoolService.ListAllocations": {"cns.v1.ListAllocationsRequest", "cns.v1.ListAllocationsResponse"},
 }
 
-// A field added to one of these messages, or a message changed under a method, fails here
-// until this package writes or reads it.
-func TestEveryFieldIsHandledOrListed(t *testing.T) {
+// A field added to one of these messages or changed in number, kind or cardinality, or a
+// message changed under a method, fails here until this package encodes it so.
+func TestEveryFieldIsHandled(t *testing.T) {
 	for name, want := range fieldsOf {
 		d, _ := protoregistry.GlobalFiles.FindDescriptorByName(name)
 		md, _ := d.(protoreflect.MessageDescriptor)
 		if md == nil {
-			t.Errorf("%s: no such message in cns.proto", name)
+			t.Errorf("%s: no such message", name)
 			continue
 		}
-		var got []protoreflect.FieldNumber
-		for i := range md.Fields().Len() {
-			got = append(got, md.Fields().Get(i).Number())
-		}
-		if !slices.Equal(got, want) {
-			t.Errorf("%s has fields %v; this package handles %v", name, got, want)
+		if got := signature(md); got != want {
+			t.Errorf("%s has fields\n  %s\nthis package encodes\n  %s", name, got, want)
 		}
 	}
 	svcs := cnsv1grpc.File_cns_v1_service_proto.Services()
