@@ -16,7 +16,7 @@ import (
 type CNS interface {
 	RequestIPs(ctx context.Context, req cnswire.IPRequest) (cnswire.Grant, error)
 	ReleaseIPs(ctx context.Context, network, containerID, ifname string) error
-	GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) (cnswire.GCResult, error)
+	GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) error
 	Status(ctx context.Context) (cnswire.Status, error)
 	ListAllocations(ctx context.Context) (cnswire.Allocations, error)
 	Close() error
@@ -76,6 +76,7 @@ func (c *cnsClient) call(ctx context.Context, method string, in request, out ans
 	b, err := c.conn.Invoke(ctx, method, req)
 	if err == nil {
 		if derr := out.Unmarshal(b); derr != nil {
+			// A status, as grpc-go makes one: its text keeps the decoder's error.
 			err = &unary.Error{Code: unary.Internal, Message: fmt.Sprintf("decode %s answer: %v", op, derr)}
 		}
 	}
@@ -117,13 +118,13 @@ func (c *cnsClient) RequestIPs(ctx context.Context, req cnswire.IPRequest) (cnsw
 }
 
 func (c *cnsClient) ReleaseIPs(ctx context.Context, network, containerID, ifname string) error {
-	return c.call(ctx, methodReleaseIPs, cnswire.Release{ContainerID: containerID, IfName: ifname, Network: network}, new(cnswire.Released))
+	return c.call(ctx, methodReleaseIPs, cnswire.ReleaseRequest{ContainerID: containerID, IfName: ifname, Network: network}, new(cnswire.ReleaseResponse))
 }
 
-func (c *cnsClient) GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) (cnswire.GCResult, error) {
-	var r cnswire.GCResult
-	err := c.call(ctx, methodGarbageCollect, cnswire.GCRequest{Valid: valid, Network: network}, &r)
-	return r, err
+// GarbageCollect asks cns to release the network's allocations not in valid. Its counts are
+// cns's to log; the answer is still decoded, so a malformed one fails the call.
+func (c *cnsClient) GarbageCollect(ctx context.Context, network string, valid []cnswire.Attachment) error {
+	return c.call(ctx, methodGarbageCollect, cnswire.GCRequest{Valid: valid, Network: network}, new(cnswire.GCResult))
 }
 
 func (c *cnsClient) Status(ctx context.Context) (cnswire.Status, error) {

@@ -11,7 +11,7 @@ import (
 )
 
 // Kinds of failure, wrapped with %w where they happen; toCNIError is the one place they
-// become CNI error unary.
+// become CNI error codes.
 var (
 	errConfig      = errors.New("invalid network configuration")
 	errEnv         = errors.New("invalid environment")

@@ -418,7 +418,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 		return errors.Join(err, sweepErr)
 	}
 	defer done()
-	_, err = client.GarbageCollect(ctx, conf.Name, valid)
+	err = client.GarbageCollect(ctx, conf.Name, valid)
 	return errors.Join(err, sweepErr)
 }
 

@@ -20,25 +20,28 @@ import (
 	"github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 )
 
-// fieldsOf is, per message, the fields this package writes or reads: number, cardinality,
-// kind (and message type), as it encodes them.
+// fieldsOf is, per message, the fields this package writes or reads: number, name,
+// cardinality, kind (and message or enum type), as it encodes them.
 var fieldsOf = map[protoreflect.FullName]string{
-	"cns.v1.RequestIPsRequest":       "1 string, 2 string, 3 string, 4 string, 5 string, 6 string, 10 string",
-	"cns.v1.RequestIPsResponse":      "1 repeated cns.v1.IPConfig",
-	"cns.v1.IPConfig":                "1 string, 2 string, 3 string, 4 repeated cns.v1.Route, 5 uint32",
-	"cns.v1.Route":                   "1 string",
-	"cns.v1.ReleaseIPsRequest":       "1 string, 2 string, 3 string",
-	"cns.v1.ReleaseIPsResponse":      "1 bool",
-	"cns.v1.Attachment":              "1 string, 2 string",
-	"cns.v1.GarbageCollectRequest":   "1 repeated cns.v1.Attachment, 2 string",
-	"cns.v1.GarbageCollectResponse":  "1 uint32, 2 uint32",
+	"cns.v1.RequestIPsRequest": "1 container_id string, 2 ifname string, 3 netns string, 4 pod_namespace string, " +
+		"5 pod_name string, 6 network string, 10 pod_uid string",
+	"cns.v1.RequestIPsResponse": "1 ip_configs repeated message cns.v1.IPConfig",
+	"cns.v1.IPConfig": "1 address string, 2 gateway string, 3 subnet_prefix string, " +
+		"4 routes repeated message cns.v1.Route, 5 mtu uint32",
+	"cns.v1.Route":                   "1 destination string",
+	"cns.v1.ReleaseIPsRequest":       "1 container_id string, 2 ifname string, 3 network string",
+	"cns.v1.ReleaseIPsResponse":      "1 released bool",
+	"cns.v1.Attachment":              "1 container_id string, 2 ifname string",
+	"cns.v1.GarbageCollectRequest":   "1 valid_attachments repeated message cns.v1.Attachment, 2 network string",
+	"cns.v1.GarbageCollectResponse":  "1 released uint32, 2 kept uint32",
 	"cns.v1.StatusRequest":           "",
-	"cns.v1.StatusResponse":          "1 bool, 2 enum cns.v1.NotReadyReason, 3 string",
+	"cns.v1.StatusResponse":          "1 ready bool, 2 reason enum cns.v1.NotReadyReason, 3 message string",
 	"cns.v1.ListAllocationsRequest":  "",
-	"cns.v1.ListAllocationsResponse": "1 repeated cns.v1.Allocation",
-	"cns.v1.Allocation": "1 string, 2 string, 3 string, 4 string, 5 string, 6 string, 7 google.protobuf.Timestamp, " +
-		"8 bool, 9 string, 10 string",
-	"google.protobuf.Timestamp": "1 int64, 2 int32",
+	"cns.v1.ListAllocationsResponse": "1 allocations repeated message cns.v1.Allocation",
+	"cns.v1.Allocation": "1 address string, 2 container_id string, 3 ifname string, 4 pod_namespace string, " +
+		"5 pod_name string, 6 netns string, 7 assigned_at message google.protobuf.Timestamp, 8 missing bool, " +
+		"9 network string, 10 pod_uid string",
+	"google.protobuf.Timestamp": "1 seconds int64, 2 nanos int32",
 }
 
 // signature writes a message's fields as fieldsOf does.
@@ -46,17 +49,16 @@ func signature(md protoreflect.MessageDescriptor) string {
 	var fs []string
 	for i := range md.Fields().Len() {
 		f := md.Fields().Get(i)
-		s := fmt.Sprint(f.Number(), " ")
+		s := fmt.Sprint(f.Number(), " ", f.Name(), " ")
 		if f.Cardinality() == protoreflect.Repeated {
 			s += "repeated "
 		}
+		s += f.Kind().String()
 		switch {
 		case f.Message() != nil:
-			s += string(f.Message().FullName())
+			s += " " + string(f.Message().FullName())
 		case f.Enum() != nil:
-			s += "enum " + string(f.Enum().FullName())
-		default:
-			s += f.Kind().String()
+			s += " " + string(f.Enum().FullName())
 		}
 		if f.HasPresence() && f.Message() == nil {
 			s += " (optional)" // proto3 optional: presence this package does not encode
@@ -112,12 +114,13 @@ func TestEveryFieldIsHandled(t *testing.T) {
 	}
 }
 
-// randString returns "" a third of the time, else up to 20 runes, some outside ASCII.
+// randString returns "" a third of the time, else up to 200 runes (so lengths over 127 bytes
+// take two bytes), some outside ASCII.
 func randString(r *rand.Rand) string {
 	if r.IntN(3) == 0 {
 		return ""
 	}
-	rs := make([]rune, 1+r.IntN(20))
+	rs := make([]rune, 1+r.IntN(200))
 	for i := range rs {
 		rs[i] = []rune("abc-_/0123456789:éΩ漢🙂")[r.IntN(20)]
 	}
@@ -141,7 +144,7 @@ func TestRequestsEncodeAsTheGeneratedCode(t *testing.T) {
 		check("RequestIPsRequest", b, err, &cnsv1.RequestIPsRequest{ContainerId: ipr.ContainerID, Ifname: ipr.IfName, Netns: ipr.Netns,
 			PodNamespace: ipr.PodNamespace, PodName: ipr.PodName, Network: ipr.Network, PodUid: ipr.PodUID})
 
-		rel := Release{ContainerID: randString(r), IfName: randString(r), Network: randString(r)}
+		rel := ReleaseRequest{ContainerID: randString(r), IfName: randString(r), Network: randString(r)}
 		b, err = rel.Marshal()
 		check("ReleaseIPsRequest", b, err, &cnsv1.ReleaseIPsRequest{ContainerId: rel.ContainerID, Ifname: rel.IfName, Network: rel.Network})
 
@@ -156,7 +159,7 @@ func TestRequestsEncodeAsTheGeneratedCode(t *testing.T) {
 		check("GarbageCollectRequest", b, err, gen)
 	}
 	// An empty request is an empty message, not an absent one.
-	if b, err := (Release{}).Marshal(); err != nil || b == nil || len(b) != 0 {
+	if b, err := (ReleaseRequest{}).Marshal(); err != nil || b == nil || len(b) != 0 {
 		t.Errorf("empty request: %x, %v", b, err)
 	}
 }
@@ -166,7 +169,7 @@ func TestInvalidUTF8IsRefusedAsTheGeneratedCodeRefusesIt(t *testing.T) {
 	if _, err := proto.Marshal(&cnsv1.ReleaseIPsRequest{ContainerId: bad}); err == nil {
 		t.Fatal("the generated code took invalid UTF-8; this test's premise is wrong")
 	}
-	if b, err := (Release{ContainerID: bad}).Marshal(); err == nil {
+	if b, err := (ReleaseRequest{ContainerID: bad}).Marshal(); err == nil {
 		t.Errorf("Release with invalid UTF-8 encoded as %x", b)
 	}
 	if b, err := (GCRequest{Valid: []Attachment{{IfName: bad}}}).Marshal(); err == nil {
@@ -206,17 +209,19 @@ func answers(b []byte) []struct {
 	gen, ours     any
 	genErr, onErr error
 } {
+	// Ours decode into values already holding an earlier answer: decoding replaces it, as
+	// proto.Unmarshal does.
 	var (
 		g1 cnsv1.RequestIPsResponse
-		o1 Grant
+		o1 = Grant{IPConfigs: []IPConfig{{Address: "earlier"}}}
 		g2 cnsv1.ReleaseIPsResponse
-		o2 Released
+		o2 = ReleaseResponse{Released: true}
 		g3 cnsv1.GarbageCollectResponse
-		o3 GCResult
+		o3 = GCResult{Released: 1, Kept: 2}
 		g4 cnsv1.StatusResponse
-		o4 Status
+		o4 = Status{Ready: true, Reason: 1, Message: "earlier"}
 		g5 cnsv1.ListAllocationsResponse
-		o5 Allocations
+		o5 = Allocations{{Address: "earlier"}}
 	)
 	e1, f1 := proto.Unmarshal(b, &g1), o1.Unmarshal(b)
 	e2, f2 := proto.Unmarshal(b, &g2), o2.Unmarshal(b)
@@ -229,7 +234,7 @@ func answers(b []byte) []struct {
 		genErr, onErr error
 	}{
 		{"RequestIPsResponse", grantOf(&g1), o1, e1, f1},
-		{"ReleaseIPsResponse", Released{g2.GetReleased()}, o2, e2, f2},
+		{"ReleaseIPsResponse", ReleaseResponse{g2.GetReleased()}, o2, e2, f2},
 		{"GarbageCollectResponse", GCResult{g3.GetReleased(), g3.GetKept()}, o3, e3, f3},
 		{"StatusResponse", Status{g4.GetReady(), NotReadyReason(g4.GetReason()), g4.GetMessage()}, o4, e4, f4},
 		{"ListAllocationsResponse", allocationsOf(&g5), o5, e5, f5},
@@ -245,7 +250,7 @@ func seeds() [][]byte {
 		&cnsv1.GarbageCollectResponse{Released: 3, Kept: 70000},
 		&cnsv1.StatusResponse{Reason: cnsv1.NotReadyReason_NOT_READY_REASON_EXHAUSTED, Message: "out"},
 		&cnsv1.ListAllocationsResponse{Allocations: []*cnsv1.Allocation{{Address: "10.0.0.5", ContainerId: "c1", Ifname: "eth0",
-			PodNamespace: "ns", PodName: "p", Netns: "/x", AssignedAt: timestamppb.New(timestamppb.Now().AsTime()), Missing: true,
+			PodNamespace: "ns", PodName: "p", Netns: "/x", AssignedAt: timestamppb.New(time.Date(2026, 11, 29, 8, 0, 0, 123, time.UTC)), Missing: true,
 			Network: "vnet", PodUid: "u"}}},
 	}
 	var unknown []byte
