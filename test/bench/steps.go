@@ -33,6 +33,7 @@ func pairs(_ context.Context, _ Config, r *Results) error {
 		return fmt.Errorf("benchmark failed")
 	}
 	r.PairsPerS = float64(int(res.Extra["pairs/s"]))
+	r.PairCPUMicros = res.Extra["cpu-µs/pair"]
 	return nil
 }
 
