@@ -3,14 +3,18 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,6 +41,33 @@ type APIServer struct {
 	env    *envtest.Environment
 }
 
+// running holds how to stop the processes this test binary started (control planes,
+// controller processes). They outlive a test binary that is killed, whose cleanups do not run
+// then, so StopOnSignal stops them when the binary is asked to end. A start holds starting
+// (read) from before its processes exist until they are in running.
+var (
+	running  sync.Map // key → func() that stops it and waits
+	starting sync.RWMutex
+)
+
+// StopOnSignal makes SIGINT and SIGTERM stop the running processes before the test binary
+// exits with the signal's status. TestMain calls it. (A test that runs past -timeout panics;
+// nothing can run then.)
+func StopOnSignal() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-sig
+		starting.Lock() // what is being started finishes starting first
+		running.Range(func(_, stop any) bool {
+			stop.(func())()
+			return true
+		})
+		fmt.Fprintf(os.Stderr, "test/cluster: %v: stopped the control planes and controllers\n", s)
+		os.Exit(128 + int(s.(syscall.Signal)))
+	}()
+}
+
 // StartAPIServer starts the control plane. Without the binaries the test is skipped on a
 // developer machine and fails under CI=true (make test builds them).
 func StartAPIServer(t testing.TB) *APIServer {
@@ -45,11 +76,19 @@ func StartAPIServer(t testing.TB) *APIServer {
 	_, file, _, _ := runtime.Caller(0)
 	env := &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
 		CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "crd")}}
+	starting.RLock() // a signal now waits for the start, then stops what it made
+	running.Store(env, func() { _ = env.Stop() })
 	rc, err := env.Start()
+	starting.RUnlock()
 	if err != nil {
+		running.Delete(env)
+		_ = env.Stop() // what started of it
 		t.Fatalf("start kube-apiserver + etcd: %v", err)
 	}
-	t.Cleanup(func() { _ = env.Stop() })
+	t.Cleanup(func() {
+		running.Delete(env)
+		_ = env.Stop()
+	})
 	rc.QPS, rc.Burst = 1000, 2000 // one client stands for many nodes
 	return &APIServer{Config: rc, env: env}
 }

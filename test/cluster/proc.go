@@ -68,11 +68,18 @@ func StartControllerProc(t testing.TB, bin, kubeconfig string, m *Mock, name str
 		t.Fatal(err)
 	}
 	cmd.Stdout, cmd.Stderr = lf, lf
+	starting.RLock()
 	if err := cmd.Start(); err != nil {
+		starting.RUnlock()
 		t.Fatal(err)
 	}
 	go func() { _ = cmd.Wait(); lf.Close(); close(p.Exited) }()
-	t.Cleanup(func() { p.Kill() })
+	running.Store(p, p.Kill)
+	starting.RUnlock()
+	t.Cleanup(func() {
+		running.Delete(p)
+		p.Kill()
+	})
 	return p
 }
 
