@@ -58,12 +58,15 @@ func StopOnSignal() {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {
 		s := <-sig
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM) // a second signal ends the binary at once
+		fmt.Fprintf(os.Stderr, "test/cluster: %v: stopping the control planes and controllers\n", s)
 		starting.Lock() // what is being started finishes starting first
+		var wg sync.WaitGroup
 		running.Range(func(_, stop any) bool {
-			stop.(func())()
+			wg.Go(stop.(func()))
 			return true
 		})
-		fmt.Fprintf(os.Stderr, "test/cluster: %v: stopped the control planes and controllers\n", s)
+		wg.Wait()
 		os.Exit(128 + int(s.(syscall.Signal)))
 	}()
 }
@@ -76,18 +79,21 @@ func StartAPIServer(t testing.TB) *APIServer {
 	_, file, _, _ := runtime.Caller(0)
 	env := &envtest.Environment{BinaryAssetsDirectory: dir, ErrorIfCRDPathMissing: true,
 		CRDDirectoryPaths: []string{filepath.Join(filepath.Dir(file), "..", "..", "cns", "deploy", "crd")}}
+	// One Stop, whoever calls it first (a cleanup or a signal); a later caller waits for it,
+	// so a signal during a cleanup's Stop does not exit before etcd is stopped.
+	stop := sync.OnceFunc(func() { _ = env.Stop() })
 	starting.RLock() // a signal now waits for the start, then stops what it made
-	running.Store(env, func() { _ = env.Stop() })
+	running.Store(env, stop)
 	rc, err := env.Start()
 	starting.RUnlock()
 	if err != nil {
+		stop() // what started of it
 		running.Delete(env)
-		_ = env.Stop() // what started of it
 		t.Fatalf("start kube-apiserver + etcd: %v", err)
 	}
 	t.Cleanup(func() {
+		stop()
 		running.Delete(env)
-		_ = env.Stop()
 	})
 	rc.QPS, rc.Burst = 1000, 2000 // one client stands for many nodes
 	return &APIServer{Config: rc, env: env}

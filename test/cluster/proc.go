@@ -74,11 +74,11 @@ func StartControllerProc(t testing.TB, bin, kubeconfig string, m *Mock, name str
 		t.Fatal(err)
 	}
 	go func() { _ = cmd.Wait(); lf.Close(); close(p.Exited) }()
-	running.Store(p, p.Kill)
+	running.Store(p, p.Kill) // Kill is safe to call twice and from two goroutines
 	starting.RUnlock()
 	t.Cleanup(func() {
-		running.Delete(p)
 		p.Kill()
+		running.Delete(p)
 	})
 	return p
 }

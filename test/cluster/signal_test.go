@@ -21,10 +21,10 @@ func TestASignalStopsTheControlPlanesItStarted(t *testing.T) {
 	if os.Getenv("VNET_SIGNAL_CHILD") == "1" {
 		StartAPIServer(t)
 		os.Stdout.WriteString("ready\n")
-		select {} // until the signal
+		select {} // until the signal (or the -test.timeout the parent gave)
 	}
 	k8s.RequireBins(t) // skips on a developer machine without them, fails under CI=true
-	cmd := exec.Command(os.Args[0], "-test.run", "^TestASignalStopsTheControlPlanesItStarted$")
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestASignalStopsTheControlPlanesItStarted$", "-test.timeout", "5m")
 	cmd.Env = append(os.Environ(), "VNET_SIGNAL_CHILD=1")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -34,22 +34,33 @@ func TestASignalStopsTheControlPlanesItStarted(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	ready := make(chan bool, 1)
+	ready, exited := make(chan struct{}), make(chan struct{})
 	go func() {
 		s := bufio.NewScanner(out)
 		for s.Scan() {
 			if s.Text() == "ready" {
-				ready <- true
+				close(ready)
+			} else {
+				t.Log("child: " + s.Text())
 			}
 		}
-		close(ready)
+		_ = cmd.Wait()
+		close(exited)
 	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("the child test ended before its control plane was up")
+	// On a failure below the child still gets SIGTERM, the way that stops what it started.
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(time.Minute):
+			_ = cmd.Process.Kill()
+			<-exited
 		}
+	})
+	select {
+	case <-ready:
+	case <-exited:
+		t.Fatal("the child test ended before its control plane was up")
 	case <-time.After(2 * time.Minute):
 		t.Fatal("the child test's control plane did not come up in 2 minutes")
 	}
@@ -60,26 +71,57 @@ func TestASignalStopsTheControlPlanesItStarted(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	_ = cmd.Wait()
+	select {
+	case <-exited:
+	case <-time.After(time.Minute):
+		t.Fatal("the child test did not end within a minute of SIGTERM")
+	}
 	if code := cmd.ProcessState.ExitCode(); code != 128+int(syscall.SIGTERM) {
 		t.Errorf("the child test exited %d, want %d", code, 128+int(syscall.SIGTERM))
 	}
-	for pid, name := range kids {
-		if syscall.Kill(pid, 0) == nil {
-			t.Errorf("%s (pid %d) still runs after its test binary ended", name, pid)
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+	for _, k := range kids {
+		if k.running() {
+			t.Errorf("%s (pid %d) still runs after its test binary ended", k.name, k.pid)
+			_ = syscall.Kill(k.pid, syscall.SIGKILL)
 		}
 	}
 }
 
-// children returns the child processes of pid, by name.
-func children(t *testing.T, pid int) map[int]string {
+// proc is a process identified beyond its pid, which the kernel may give to another later.
+type proc struct {
+	pid   int
+	name  string
+	start string // field 22 of /proc/<pid>/stat: start time since boot
+}
+
+// stat returns a process's state and start time; ok is false when it is gone.
+func stat(pid int) (state, start string, ok bool) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		return "", "", false
+	}
+	// The name (field 2) is in parentheses and may hold spaces: count from its end.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 20 {
+		return "", "", false
+	}
+	return f[0], f[19], true // fields 3 and 22
+}
+
+// running reports whether the process still runs: the same start time, and not a zombie.
+func (p proc) running() bool {
+	state, start, ok := stat(p.pid)
+	return ok && start == p.start && state != "Z"
+}
+
+// children returns the child processes of pid.
+func children(t *testing.T, pid int) []proc {
 	t.Helper()
 	tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	kids := map[int]string{}
+	var kids []proc
 	for _, f := range tasks {
 		b, _ := os.ReadFile(f)
 		for _, k := range strings.Fields(string(b)) {
@@ -88,7 +130,9 @@ func children(t *testing.T, pid int) map[int]string {
 				t.Fatalf("%s: %q", f, b)
 			}
 			comm, _ := os.ReadFile(filepath.Join("/proc", k, "comm"))
-			kids[n] = strings.TrimSpace(string(comm))
+			if _, start, ok := stat(n); ok {
+				kids = append(kids, proc{pid: n, name: strings.TrimSpace(string(comm)), start: start})
+			}
 		}
 	}
 	return kids
