@@ -43,17 +43,17 @@ type APIServer struct {
 
 // running holds how to stop the processes this test binary started (control planes,
 // controller processes). They outlive a test binary that is killed, whose cleanups do not run
-// then, so StopOnSignal stops them when the binary is asked to end. A start holds starting
+// then, so stopOnSignal stops them when the binary is asked to end. A start holds starting
 // (read) from before its processes exist until they are in running.
 var (
 	running  sync.Map // key → func() that stops it and waits
 	starting sync.RWMutex
 )
 
-// StopOnSignal makes SIGINT and SIGTERM stop the running processes before the test binary
+// stopOnSignal makes SIGINT and SIGTERM stop the running processes before the test binary
 // exits with the signal's status. TestMain calls it. (A test that runs past -timeout panics;
 // nothing can run then.)
-func StopOnSignal() {
+func stopOnSignal() {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() {

@@ -6,6 +6,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	StopOnSignal()
+	stopOnSignal()
 	os.Exit(m.Run())
 }
