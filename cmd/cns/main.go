@@ -11,10 +11,10 @@ import (
 	"syscall"
 
 	"github.com/vnet-cni/vnet-cni/cns"
+	"github.com/vnet-cni/vnet-cni/cns/gctune"
 )
 
 func main() {
-	cns.TuneGC()
 	cfg := cns.DefaultConfig()
 	cfg.RegisterFlags(flag.CommandLine)
 	flag.Parse()
@@ -30,6 +30,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	gctune.Start(ctx, os.LookupEnv, log)
 	if err := cns.Run(ctx, cfg, log); err != nil {
 		log.Error("cns failed", "err", err)
 		os.Exit(1)
