@@ -39,8 +39,12 @@ func (f *fakeRuntime) setRate(r uint64) {
 	f.mu.Unlock()
 }
 
-func (f *fakeRuntime) SetPercent(p int) { f.mu.Lock(); f.percents = append(f.percents, p); f.mu.Unlock() }
-func (f *fakeRuntime) Release()         { f.mu.Lock(); f.releases++; f.mu.Unlock() }
+func (f *fakeRuntime) SetPercent(p int) {
+	f.mu.Lock()
+	f.percents = append(f.percents, p)
+	f.mu.Unlock()
+}
+func (f *fakeRuntime) Release() { f.mu.Lock(); f.releases++; f.mu.Unlock() }
 
 func (f *fakeRuntime) seen() ([]int, int) {
 	f.mu.Lock()
