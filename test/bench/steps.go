@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -21,21 +17,6 @@ import (
 )
 
 type mockarmConfig = mockarm.Config
-
-// pairs runs the same benchmark as `go test -bench RequestReleasePairs ./cns/`.
-func pairs(_ context.Context, _ Config, r *Results) error {
-	var failed bool
-	res := testing.Benchmark(func(b *testing.B) {
-		stack.BenchPairs(b)
-		failed = b.Failed()
-	})
-	if failed || res.N == 0 {
-		return fmt.Errorf("benchmark failed")
-	}
-	r.PairsPerS = float64(int(res.Extra["pairs/s"]))
-	r.PairCPUMicros = res.Extra["cpu-µs/pair"]
-	return nil
-}
 
 // burst: 200 concurrent ADDs on a node whose pool sits at min free (8), with every NIC
 // write taking 1 s in mockarm.
@@ -106,27 +87,13 @@ func memory(ctx context.Context, c Config, r *Results) error {
 	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 250 && c.GetPending() == 0 }); err != nil {
 		return err
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", n.PID()))
+	st, err := procStatusMiB(n.PID())
 	if err != nil {
 		return err
 	}
 	// The binary's pages (file-backed, shared with the page cache) apart from the heap,
 	// stacks and runtime data (anonymous): they shrink for different reasons.
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.Atoi(f[1])
-		switch f[0] {
-		case "VmRSS:":
-			r.CNSRSSMiB = round(float64(kb) / 1024)
-		case "RssAnon:":
-			r.CNSRSSAnonMiB = round(float64(kb) / 1024)
-		case "RssFile:":
-			r.CNSRSSFileMiB = round(float64(kb) / 1024)
-		}
-	}
+	r.CNSRSSMiB, r.CNSRSSAnonMiB, r.CNSRSSFileMiB = st["VmRSS:"], st["RssAnon:"], st["RssFile:"]
 	return nil
 }
 

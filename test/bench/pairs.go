@@ -1,0 +1,138 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	"github.com/vnet-cni/vnet-cni/test/k8s"
+	"github.com/vnet-cni/vnet-cni/test/stack"
+)
+
+// Pairs is the gRPC pairs/s result: RequestIPs+ReleaseIPs pairs against a cns process.
+type Pairs struct {
+	Clients int     `json:"clients"`
+	Warmup  int     `json:"warmup"` // pairs made first and not counted
+	Pairs   int     `json:"pairs"`  // pairs measured
+	PerS    float64 `json:"per_s"`
+	// CNSCPUMicros is cns's CPU time per measured pair (all its threads).
+	CNSCPUMicros float64 `json:"cns_cpu_us"`
+	// ClientCPUMicros is the bench process's CPU time per measured pair (getrusage): the client
+	// goroutines, grpc-go's client side and the bench's Go runtime, and mockarm, which serves
+	// cns's periodic NIC reads from this process (the pool is warm: no NIC write).
+	ClientCPUMicros float64 `json:"client_cpu_us"`
+	// NICWrites during the measured pairs: 0 when the warm-up left the pool big enough.
+	NICWrites     int     `json:"nic_writes"`
+	CNSRSSMiB     float64 `json:"cns_rss_mib"`      // VmRSS right after the measured pairs
+	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // once it stops falling (at most pairsIdleWithin later)
+}
+
+const (
+	pairsWarmup     = 2_000
+	pairsMeasured   = 40_000
+	pairsWithin     = 5 * time.Minute // the whole step: at 1,000 pairs/s it would take 42 s
+	pairsIdleWithin = 5 * time.Second
+)
+
+// pairs runs the loop of `go test -bench RequestReleasePairs ./cns/` (stack.Pairs) against a
+// cns process started as `make run` starts it, state on disk, with the in-process benchmark's
+// pool knobs: no cooldown, so a released address is reusable at once, and a warm pool of at
+// least 96, so no cloud call is on the path.
+func pairs(ctx context.Context, c Config, r *Results) error {
+	v, err := newVNet(c, "pairs", []string{"--cooldown=0", "--min-free=96", "--max-free=200", "--batch-size=32"}, 0)
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+	n := v.Nodes[0]
+	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAvailable() >= 96 }); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, pairsWithin)
+	defer cancel()
+	// The load generator should not be what it measures: a lighter GC in this process leaves
+	// the two cores to cns (its client CPU is reported apart).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
+	if err := stack.Pairs(ctx, n.IPAM, "warm-", pairsWarmup); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	cpu0, err := cpuOfBoth(n.PID())
+	if err != nil {
+		return err
+	}
+	writes, start := v.Mock.Stats().Writes, time.Now()
+	if err := stack.Pairs(ctx, n.IPAM, "bench-", pairsMeasured); err != nil {
+		return err
+	}
+	took := time.Since(start)
+	cpu1, err := cpuOfBoth(n.PID())
+	if err != nil {
+		return err
+	}
+	after, err := procStatusMiB(n.PID())
+	if err != nil {
+		return err
+	}
+	idle, err := idleRSS(n.PID(), pairsIdleWithin)
+	if err != nil {
+		return err
+	}
+	perPair := func(d time.Duration) float64 { return round(float64(d) / float64(time.Microsecond) / pairsMeasured) }
+	r.Pairs = Pairs{Clients: stack.PairsClients, Warmup: pairsWarmup, Pairs: pairsMeasured,
+		PerS: math.Round(pairsMeasured / took.Seconds()), CNSCPUMicros: perPair(cpu1[0] - cpu0[0]), ClientCPUMicros: perPair(cpu1[1] - cpu0[1]),
+		NICWrites: v.Mock.Stats().Writes - writes, CNSRSSMiB: after["VmRSS:"], CNSIdleRSSMiB: idle}
+	return nil
+}
+
+// cpuOfBoth is the CPU time cns (pid) has used, and this process.
+func cpuOfBoth(pid int) ([2]time.Duration, error) {
+	cns, err := cpuTime(pid)
+	if err != nil {
+		return [2]time.Duration{}, err
+	}
+	self, err := stack.ProcessCPU()
+	return [2]time.Duration{cns, self}, err
+}
+
+// idleRSS polls a process's VmRSS until it has not fallen for a second, or within has passed,
+// and returns the lowest seen.
+func idleRSS(pid int, within time.Duration) (float64, error) {
+	low, lowAt := math.Inf(1), time.Now()
+	var err error
+	_ = k8s.Poll(within, func() bool { // at the deadline the lowest so far is the answer
+		var st map[string]float64
+		if st, err = procStatusMiB(pid); err != nil {
+			return true
+		}
+		if rss := st["VmRSS:"]; rss < low {
+			low, lowAt = rss, time.Now()
+		}
+		return time.Since(lowAt) >= time.Second
+	})
+	return low, err
+}
+
+// procStatusMiB reads the kB fields of /proc/<pid>/status ("VmRSS:", "RssAnon:", …) in MiB.
+func procStatusMiB(pid int) (map[string]float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[2] != "kB" {
+			continue
+		}
+		if kb, err := strconv.Atoi(f[1]); err == nil {
+			out[f[0]] = round(float64(kb) / 1024)
+		}
+	}
+	return out, nil
+}
