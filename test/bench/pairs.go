@@ -100,7 +100,7 @@ func cpuOfBoth(pid int) ([2]time.Duration, error) {
 	return [2]time.Duration{cns, self}, err
 }
 
-// idleRSS polls a process's VmRSS until it has not fallen for a second, or within has passed,
+// idleRSS polls a process's VmRSS until it has not fallen for two seconds, or within has passed,
 // and returns the lowest seen.
 func idleRSS(pid int, within time.Duration) (float64, error) {
 	low, lowAt := math.Inf(1), time.Now()
@@ -113,7 +113,7 @@ func idleRSS(pid int, within time.Duration) (float64, error) {
 		if rss := st["VmRSS:"]; rss < low {
 			low, lowAt = rss, time.Now()
 		}
-		return time.Since(lowAt) >= time.Second
+		return time.Since(lowAt) >= 2*time.Second // cns returns a burst's pages after a quiet second (cns/gctune)
 	})
 	return low, err
 }

@@ -87,6 +87,10 @@ func memory(ctx context.Context, c Config, r *Results) error {
 	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 250 && c.GetPending() == 0 }); err != nil {
 		return err
 	}
+	// Idle: had the requests made cns busy, it returns their pages after a quiet second.
+	if _, err := idleRSS(n.PID(), pairsIdleWithin); err != nil {
+		return err
+	}
 	st, err := procStatusMiB(n.PID())
 	if err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 // BenchPairs measures RequestIPs+ReleaseIPs pairs over the unix socket with the durable
 // (fsynced) store, from PairsClients concurrent clients (Pairs), and reports pairs/s. Cooldown
 // is off so a released address is reusable at once; the pool is warm, so no cloud call is on
-// the path. It runs cns in this process at Go's default GOGC (cmd/cns's TuneGC is not called),
+// the path. It runs cns in this process at Go's default GOGC (cmd/cns's gctune is not started),
 // a developer's microbenchmark: `make bench` measures the cns process (test/bench, pairs).
 // It also reports the process's CPU time per pair (cns and the in-process clients together):
 // on a shared machine pairs/s follows the CPU left to it, CPU per pair less so.
