@@ -7,35 +7,38 @@ const mib = 1 << 20
 func TestBusyPercentMakesTheGoalTheBusyHeap(t *testing.T) {
 	p := DefaultPolicy() // 16 MiB, idle 50
 	for _, tc := range []struct {
-		name string
-		live uint64
-		want int
+		name                  string
+		live, stacks, globals uint64
+		want                  int
 	}{
-		// live×(1+7) = 16 MiB, but the runtime's minimum at 700 would be 28 MiB: 400 → 16 MiB.
-		{"small heap: the runtime's minimum bounds it", 2 * mib, 400},
-		{"no collection yet: read as 1 MiB", 0, 400},
-		{"8 MiB live doubles", 8 * mib, 100},
-		{"12 MiB live: 33 is under idle, idle stays", 12 * mib, 50},
-		{"live past the busy heap", 40 * mib, 50},
+		// (16-2)/2 → 700, but the runtime's minimum at 700 would be 28 MiB: 400 → 16 MiB.
+		{"small heap: the runtime's minimum bounds it", 2 * mib, 0, 0, 400},
+		{"no collection yet: read as 1 MiB", 0, 0, 0, 400},
+		{"stacks and globals are scanned too: 4 MiB live, 1 MiB of stacks", 4 * mib, 1 * mib, 0, 240},
+		{"8 MiB live, 1 MiB of globals", 8 * mib, 0, 1 * mib, 88},
+		{"12 MiB live: 33 is under idle, idle stays", 12 * mib, 0, 0, 50},
+		{"live past the busy heap", 40 * mib, 0, 0, 50},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := p.busyPercent(tc.live); got != tc.want {
-				t.Errorf("busyPercent(%d MiB) = %d, want %d", tc.live/mib, got, tc.want)
-			}
-			goal := max(tc.live, mib) * uint64(100+tc.want) / 100
-			floor := uint64(heapMinimum) * uint64(tc.want) / 100
-			if got := max(goal, floor); tc.live < p.BusyHeap/2 && got > p.BusyHeap {
-				t.Errorf("goal %d MiB passes the busy heap", got/mib)
+			if got := p.busyPercent(Window{Live: tc.live, Stacks: tc.stacks, Globals: tc.globals}); got != tc.want {
+				t.Errorf("busyPercent = %d, want %d", got, tc.want)
 			}
 		})
 	}
 }
 
-func TestNextEntersOnAFastRateAndLeavesAfterQuietTicks(t *testing.T) {
-	p := DefaultPolicy() // enter 8 MiB/s, leave under 2 MiB/s for 4 ticks
-	const live = 2 * mib
+func TestNextFollowsHowOftenTheCollectorWouldRun(t *testing.T) {
+	p := DefaultPolicy()       // enter at 8 collections/s, leave under 2/s (at the idle goal) for 2 ticks
+	const perCycle = 1.5 * mib // what cns allocates per collection at GOGC 50
+	// a tick of half a second with n collections at the idle goal, or its allocations
+	idle := func(n uint64) Window {
+		return Window{Seconds: 0.5, Cycles: n, Allocated: uint64(float64(n) * perCycle), Live: 2 * mib}
+	}
+	busy := func(wouldBe float64) Window { // at the busy goal: rare collections, same allocations
+		return Window{Seconds: 0.5, Cycles: 0, Allocated: uint64(wouldBe * 0.5 * perCycle), Live: 2 * mib}
+	}
 	type step struct {
-		rate    float64
+		w       Window
 		busy    bool
 		percent int
 		release bool
@@ -44,32 +47,34 @@ func TestNextEntersOnAFastRateAndLeavesAfterQuietTicks(t *testing.T) {
 		name  string
 		steps []step
 	}{
-		{"idle stays idle under the enter rate", []step{
-			{0, false, 50, false}, {7 * mib, false, 50, false}, {4 * mib, false, 50, false}}},
-		{"a burst raises the goal at once", []step{
-			{1 * mib, false, 50, false}, {8 * mib, true, 400, false}, {30 * mib, true, 400, false}}},
-		{"between the rates a busy cns stays busy", []step{
-			{20 * mib, true, 400, false}, {3 * mib, true, 400, false}, {5 * mib, true, 400, false}}},
-		{"four quiet ticks in a row end the burst and release once", []step{
-			{20 * mib, true, 400, false},
-			{0, true, 400, false}, {0, true, 400, false}, {1 * mib, true, 400, false},
-			{0, false, 50, true},
-			{0, false, 50, false}}},
+		{"idle stays idle under 8 collections a second", []step{
+			{idle(0), false, 50, false}, {idle(3), false, 50, false}, {idle(1), false, 50, false}}},
+		{"one big allocation is one collection, not a burst", []step{
+			{Window{Seconds: 0.5, Cycles: 1, Allocated: 20 * mib, Live: 2 * mib}, false, 50, false}}},
+		{"8 a second raise the goal at once", []step{
+			{idle(1), false, 50, false}, {idle(4), true, 400, false}, {busy(60), true, 400, false}}},
+		{"between the thresholds a busy cns stays busy", []step{
+			{idle(20), true, 400, false}, {busy(3), true, 400, false}, {busy(5), true, 400, false}}},
+		{"two quiet ticks end the burst and release once", []step{
+			{idle(20), true, 400, false},
+			{busy(1), true, 400, false},
+			{busy(0), false, 50, true},
+			{idle(0), false, 50, false}}},
 		{"a busy tick resets the quiet count", []step{
-			{20 * mib, true, 400, false},
-			{0, true, 400, false}, {0, true, 400, false}, {0, true, 400, false},
-			{3 * mib, true, 400, false},
-			{0, true, 400, false}, {0, true, 400, false}, {0, true, 400, false},
-			{0, false, 50, true}}},
+			{idle(20), true, 400, false},
+			{busy(1), true, 400, false}, {busy(2), true, 400, false},
+			{busy(1), true, 400, false}, {busy(0), false, 50, true}}},
+		{"an empty window changes nothing", []step{
+			{idle(20), true, 400, false}, {Window{Live: 2 * mib}, true, 400, false}, {busy(9), true, 400, false}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s State
 			for i, st := range tc.steps {
 				var d Decision
-				s, d = p.Next(s, st.rate, live)
+				s, d = p.Next(s, st.w)
 				if s.Busy != st.busy || d.Percent != st.percent || d.Release != st.release {
-					t.Fatalf("tick %d at %.0f MiB/s: busy %v, GOGC %d, release %v; want %v, %d, %v",
-						i, st.rate/mib, s.Busy, d.Percent, d.Release, st.busy, st.percent, st.release)
+					t.Fatalf("tick %d (%d collections, %.1f MiB): busy %v, GOGC %d, release %v; want %v, %d, %v",
+						i, st.w.Cycles, float64(st.w.Allocated)/mib, s.Busy, d.Percent, d.Release, st.busy, st.percent, st.release)
 				}
 			}
 		})

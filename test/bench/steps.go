@@ -88,10 +88,7 @@ func memory(ctx context.Context, c Config, r *Results) error {
 		return err
 	}
 	// Idle: had the requests made cns busy, it returns their pages after a quiet second.
-	if _, err := idleRSS(n.PID(), pairsIdleWithin); err != nil {
-		return err
-	}
-	st, err := procStatusMiB(n.PID())
+	st, err := idleStatus(n.PID(), pairsIdleWithin)
 	if err != nil {
 		return err
 	}

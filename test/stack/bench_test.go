@@ -14,7 +14,7 @@ import (
 )
 
 // countingIPAM counts each container ID's requests and releases, and fails the call numbered
-// failAt (from 1) when set.
+// failAt (from 1) when set. Like a gRPC client, it refuses a call whose ctx has ended.
 type countingIPAM struct {
 	cnsv1grpc.IPAMServiceClient
 	mu       sync.Mutex
@@ -25,7 +25,10 @@ type countingIPAM struct {
 	overlaps int // a request for an ID that already holds an address: two clients shared it
 }
 
-func (c *countingIPAM) call() error {
+func (c *countingIPAM) call(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
@@ -35,8 +38,8 @@ func (c *countingIPAM) call() error {
 	return nil
 }
 
-func (c *countingIPAM) RequestIPs(_ context.Context, in *cnsv1.RequestIPsRequest, _ ...grpc.CallOption) (*cnsv1.RequestIPsResponse, error) {
-	if err := c.call(); err != nil {
+func (c *countingIPAM) RequestIPs(ctx context.Context, in *cnsv1.RequestIPsRequest, _ ...grpc.CallOption) (*cnsv1.RequestIPsResponse, error) {
+	if err := c.call(ctx); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -49,8 +52,8 @@ func (c *countingIPAM) RequestIPs(_ context.Context, in *cnsv1.RequestIPsRequest
 	return &cnsv1.RequestIPsResponse{}, nil
 }
 
-func (c *countingIPAM) ReleaseIPs(_ context.Context, in *cnsv1.ReleaseIPsRequest, _ ...grpc.CallOption) (*cnsv1.ReleaseIPsResponse, error) {
-	if err := c.call(); err != nil {
+func (c *countingIPAM) ReleaseIPs(ctx context.Context, in *cnsv1.ReleaseIPsRequest, _ ...grpc.CallOption) (*cnsv1.ReleaseIPsResponse, error) {
+	if err := c.call(ctx); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -89,7 +92,7 @@ func TestPairsStopsAtTheFirstError(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "injected") {
 		t.Fatalf("err = %v, want the injected failure", err)
 	}
-	// Every client stops after at most its call in flight.
+	// Every client stops after at most the call it had begun when the failure ended ctx.
 	if c.calls > 100+PairsClients {
 		t.Errorf("%d calls after the failure at call 100", c.calls)
 	}
