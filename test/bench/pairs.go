@@ -30,7 +30,7 @@ type Pairs struct {
 	// NICWrites during the measured pairs: 0 when the warm-up left the pool big enough.
 	NICWrites     int     `json:"nic_writes"`
 	CNSPeakRSSMiB float64 `json:"cns_peak_rss_mib"` // VmHWM: the peak resident set, reached during the pairs
-	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // once it stops falling (at most pairsIdleWithin later)
+	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // once it stops falling (at most idleWithin later)
 }
 
 const (
@@ -38,7 +38,7 @@ const (
 	pairsWarmupFor  = 2 * time.Second // cns's collector settles to the load within a second (cns/gctune)
 	pairsMeasured   = 40_000
 	pairsWithin     = 5 * time.Minute // the whole step: at 1,000 pairs/s it would take 42 s
-	pairsIdleWithin = 5 * time.Second
+	idleWithin      = 5 * time.Second // longest wait for cns's RSS to stop falling (idleStatus)
 )
 
 // pairs runs the loop of `go test -bench RequestReleasePairs ./cns/` (stack.Pairs) against a
@@ -83,7 +83,7 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 	if err != nil {
 		return err
 	}
-	idle, err := idleStatus(n.PID(), pairsIdleWithin)
+	idle, err := idleStatus(n.PID(), idleWithin)
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func memory(ctx context.Context, c Config, r *Results) error {
 		return err
 	}
 	// Idle: had the requests made cns busy, it returns their pages after a quiet second.
-	st, err := idleStatus(n.PID(), pairsIdleWithin)
+	st, err := idleStatus(n.PID(), idleWithin)
 	if err != nil {
 		return err
 	}
