@@ -34,11 +34,11 @@ type Pairs struct {
 }
 
 const (
-	pairsWarmup     = 1_000           // a round of the warm-up
-	pairsWarmupFor  = 2 * time.Second // cns's collector settles to the load within a second (cns/gctune)
-	pairsMeasured   = 40_000
-	pairsWithin     = 5 * time.Minute // the whole step: at 1,000 pairs/s it would take 42 s
-	idleWithin      = 5 * time.Second // longest wait for cns's RSS to stop falling (idleStatus)
+	pairsWarmup    = 1_000           // a round of the warm-up
+	pairsWarmupFor = 2 * time.Second // cns's collector settles to the load within a second (cns/gctune)
+	pairsMeasured  = 40_000
+	pairsWithin    = 5 * time.Minute // the whole step: at 1,000 pairs/s it would take 42 s
+	idleWithin     = 5 * time.Second // longest wait for cns's RSS to stop falling (idleStatus)
 )
 
 // pairs runs the loop of `go test -bench RequestReleasePairs ./cns/` (stack.Pairs) against a
