@@ -64,22 +64,17 @@ func TestCNSRaisesItsHeapGoalForABurstAndLowersItAfter(t *testing.T) {
 }
 
 // scrapeGauge reads one unlabelled metric from cns's /metrics, which listens on loopback in
-// the node's namespace: the connection is made from a thread in that namespace.
+// the node's namespace: the connection is dialled from a thread in that namespace.
 func scrapeGauge(n *vnet.Node, name string) (int, error) {
-	var conn net.Conn
-	if err := n.NS.Do(func(ns.NetNS) (err error) {
-		conn, err = net.DialTimeout("tcp", "127.0.0.1:10092", 2*time.Second)
-		return err
-	}); err != nil {
-		return 0, err
+	dial := func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
+		err = n.NS.Do(func(ns.NetNS) error {
+			conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := conn.Write([]byte("GET /metrics HTTP/1.0\r\nHost: cns\r\n\r\n")); err != nil {
-		return 0, err
-	}
-	r := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(r, nil)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}}
+	resp, err := client.Get("http://127.0.0.1:10092/metrics")
 	if err != nil {
 		return 0, err
 	}
