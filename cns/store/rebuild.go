@@ -1,7 +1,6 @@
 package store
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -75,7 +74,7 @@ func writeFresh(path string, allocs []Allocation) error {
 	err = db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAllocations)
 		for _, a := range allocs {
-			v, err := json.Marshal(a)
+			v, err := encodeAllocation(a)
 			if err != nil {
 				return fmt.Errorf("encode allocation of %s: %w", a.Addr, err)
 			}

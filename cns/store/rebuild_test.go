@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -119,5 +120,26 @@ func TestCommitsRacingCloseNeverPanic(t *testing.T) {
 		if err := <-done; err != nil && !errors.Is(err, ErrClosed) {
 			t.Fatalf("commit racing close: %v", fmt.Sprint(err))
 		}
+	}
+}
+
+// TestRebuildKeepsEveryOwnerField: a rebuilt file holds the same versioned record as a
+// commit, so the network and pod UID of what the datapath reported survive the rebuild.
+func TestRebuildKeepsEveryOwnerField(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	writeGarbage(t, path)
+	a := alloc(1)
+	fillStrings(reflect.ValueOf(&a.Owner).Elem(), "x")
+	s, _, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{a}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Allocations) != 1 || !reflect.DeepEqual(st.Allocations[0].Owner, a.Owner) {
+		t.Fatalf("owner after rebuild:\n got %+v\nwant %+v", st.Allocations, a.Owner)
 	}
 }
