@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -25,8 +24,8 @@ const (
 // replaceCorrupt keeps a copy of the damaged file at path, builds its replacement in a
 // temporary file in the same directory and renames it over path as the very last step. At
 // every earlier point path still holds the damaged file, which the next start rebuilds again.
-func replaceCorrupt(path string, rebuild RebuildFunc) (movedAside string, err error) {
-	movedAside = fmt.Sprintf("%s.corrupt-%s", path, time.Now().UTC().Format("20060102T150405.000000000Z"))
+func replaceCorrupt(path, stamp string, rebuild RebuildFunc) (movedAside string, err error) {
+	movedAside = path + ".corrupt-" + stamp
 	if err := keepCopy(path, movedAside); err != nil {
 		return "", fmt.Errorf("keep a copy of the damaged file: %w", err)
 	}
@@ -94,10 +93,16 @@ func writeFresh(path string, allocs []Allocation) error {
 }
 
 // keepCopy makes dst a copy of src: a hard link when the filesystem allows, else a copy.
+// The state file is never written again once damaged, so a link is a faithful copy.
 func keepCopy(src, dst string) error {
 	if err := os.Link(src, dst); err == nil {
 		return nil
 	}
+	return copyFile(src, dst)
+}
+
+// copyFile copies src to a new file dst and flushes it.
+func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err

@@ -22,48 +22,74 @@ func writeGarbage(t *testing.T, path string) {
 // nothing the next start trusts: that start finds the damage again and rebuilds in full.
 func TestInterruptedRebuildIsRedoneAtNextStart(t *testing.T) {
 	want := []Allocation{alloc(1), alloc(2), alloc(3)}
-	for _, step := range []string{"dump", stepCopied, stepCreated, stepWritten, stepSynced} {
-		t.Run(step, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "state.db")
-			writeGarbage(t, path)
-			injected := errors.New("injected at " + step)
-			rebuildFault = func(s string) error {
-				if s == step {
-					return injected
-				}
-				return nil
-			}
-			t.Cleanup(func() { rebuildFault = func(string) error { return nil } })
-			dump := func() ([]Allocation, error) {
-				if step == "dump" {
-					return want[:1], injected // half a dump, then interrupted
-				}
-				return want, nil
-			}
-			if s, _, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump); !errors.Is(err, injected) {
-				if s != nil {
-					s.Close()
-				}
-				t.Fatalf("open with a rebuild interrupted at %s: %v, want the injected error", step, err)
-			}
+	for _, damaged := range []string{"state file", "change log"} {
+		for _, step := range []string{"dump", stepCopied, stepCreated, stepWritten, stepSynced} {
+			t.Run(damaged+"/"+step, func(t *testing.T) { interruptRebuild(t, damaged, step, want) })
+		}
+	}
+}
 
-			rebuildFault = func(string) error { return nil }
-			s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2(want))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			st, err := s.Load()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if moved == "" || len(st.Allocations) != len(want) {
-				t.Fatalf("next start: moved %q, %d allocations; want the rebuild redone with %d", moved, len(st.Allocations), len(want))
-			}
-			if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
-				t.Fatalf("temporary rebuild file left behind: %v", err)
-			}
-		})
+func interruptRebuild(t *testing.T, damaged, step string, want []Allocation) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	if damaged == "state file" {
+		writeGarbage(t, path)
+	} else {
+		damageLog(t, path)
+	}
+	injected := errors.New("injected at " + step)
+	rebuildFault = func(s string) error {
+		if s == step {
+			return injected
+		}
+		return nil
+	}
+	t.Cleanup(func() { rebuildFault = func(string) error { return nil } })
+	dump := func() ([]Allocation, error) {
+		if step == "dump" {
+			return want[:1], injected // half a dump, then interrupted
+		}
+		return want, nil
+	}
+	if s, _, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump); !errors.Is(err, injected) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("open with a rebuild interrupted at %s: %v, want the injected error", step, err)
+	}
+
+	rebuildFault = func(string) error { return nil }
+	s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if moved == "" || len(st.Allocations) != len(want) {
+		t.Fatalf("next start: moved %q, %d allocations; want the rebuild redone with %d", moved, len(st.Allocations), len(want))
+	}
+	if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("temporary rebuild file left behind: %v", err)
+	}
+}
+
+// damageLog leaves at path a sound state file and a log whose first of two records is damaged.
+func damageLog(t *testing.T, path string) {
+	t.Helper()
+	s := open(t, path)
+	s.PutAllocation(alloc(8))
+	first := len(snapshot(t, path).log)
+	s.PutAllocation(alloc(9))
+	img := snapshot(t, path)
+	s.Close()
+	img.log[first/2] ^= 0xff
+	if err := os.WriteFile(path, img.db, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logPath(path), img.log, 0o600); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -48,20 +48,14 @@ type State struct {
 // Store is the durable state. Its methods are safe for concurrent use.
 type Store struct {
 	db      *bolt.DB
+	log     *wal
+	logger  *slog.Logger
 	reqs    chan commit
 	stopped chan struct{}
 
 	closeMu sync.RWMutex
 	closed  bool
 }
-
-type commit struct {
-	fn   func(*bolt.Tx) error
-	done chan error
-}
-
-// maxGroup bounds one group commit so a flood cannot starve its first caller.
-const maxGroup = 512
 
 // RebuildFunc returns the allocations of a node whose state file was lost (cns reads them
 // from the datapath). An error leaves the damaged file in place, so the next start tries again.
@@ -78,25 +72,72 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 // and replaced by one holding what rebuild returns. The replacement is built beside the
 // state file and renamed over it only when complete: until then the damaged file stays at
 // path, so a crash, a full disk or a failed rebuild half-way is redone at the next start
-// instead of leaving a valid-looking partial file that would be trusted.
+// instead of leaving a valid-looking partial file that would be trusted. A change log damaged
+// before its end is treated the same way (and kept beside it); a whole log is applied to the
+// state file before Open returns.
 func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Store, movedAside string, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, "", fmt.Errorf("create state directory: %w", err)
 	}
+	lg, err := openLog(logPath(path), lockTimeout)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() {
+		if err != nil {
+			lg.close()
+		}
+	}()
+	logged, logErr := lg.recover()
+	if logErr != nil && !errors.Is(logErr, errLogCorrupt) {
+		return nil, "", fmt.Errorf("read change log: %w", logErr)
+	}
 	db, err := openChecked(path)
-	if err != nil && isCorrupt(err) {
-		log.Error("state file unreadable, keeping a copy and rebuilding it", "path", path, "err", err)
-		if movedAside, err = replaceCorrupt(path, rebuild); err != nil {
-			return nil, "", fmt.Errorf("rebuild state %s: %w", path, err)
+	if (err != nil && isCorrupt(err)) || logErr != nil {
+		if db != nil {
+			db.Close()
+		}
+		if movedAside, err = rebuildCorrupt(path, log, rebuild, err, logErr); err != nil {
+			return nil, "", err
+		}
+		if logErr != nil { // the rebuild replaces what the damaged log held
+			logged = nil
+			if err = lg.reset(); err != nil {
+				return nil, "", err
+			}
 		}
 		db, err = openChecked(path)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
 	}
-	s = &Store{db: db, reqs: make(chan commit, maxGroup), stopped: make(chan struct{})}
+	if err = checkpoint(db, lg, logged); err != nil {
+		db.Close()
+		return nil, "", fmt.Errorf("replay change log into %s: %w", path, err)
+	}
+	s = &Store{db: db, log: lg, logger: log, reqs: make(chan commit, maxGroup), stopped: make(chan struct{})}
 	go s.committer()
 	return s, movedAside, nil
+}
+
+func logPath(statePath string) string { return statePath + ".wal" }
+
+// rebuildCorrupt replaces a state file that cannot be read, or whose change log is damaged
+// before its end, by what rebuild returns. A damaged log is copied beside the damaged file
+// first; the caller empties it only once the rebuilt file is in place, so a crash before that
+// finds the damage again and rebuilds again.
+func rebuildCorrupt(path string, log *slog.Logger, rebuild RebuildFunc, dbErr, logErr error) (movedAside string, err error) {
+	log.Error("state unreadable, keeping a copy and rebuilding it", "path", path, "stateErr", dbErr, "logErr", logErr)
+	stamp := time.Now().UTC().Format("20060102T150405.000000000Z")
+	if logErr != nil {
+		if err := copyFile(logPath(path), logPath(path)+".corrupt-"+stamp); err != nil {
+			return "", fmt.Errorf("keep a copy of the damaged change log: %w", err)
+		}
+	}
+	if movedAside, err = replaceCorrupt(path, stamp, rebuild); err != nil {
+		return "", fmt.Errorf("rebuild state %s: %w", path, err)
+	}
+	return movedAside, nil
 }
 
 func openDB(path string) (*bolt.DB, error) {
@@ -183,59 +224,7 @@ func (s *Store) Close() error {
 	close(s.reqs)
 	s.closeMu.Unlock()
 	<-s.stopped
-	return s.db.Close()
-}
-
-func (s *Store) committer() {
-	defer close(s.stopped)
-	for first := range s.reqs {
-		group := []commit{first}
-	drain:
-		for len(group) < maxGroup {
-			select {
-			case c, ok := <-s.reqs:
-				if !ok {
-					break drain
-				}
-				group = append(group, c)
-			default:
-				break drain
-			}
-		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			for _, c := range group {
-				if err := c.fn(tx); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err == nil || len(group) == 1 {
-			for _, c := range group {
-				c.done <- err
-			}
-			continue
-		}
-		// One change failed and took the group down: commit each alone so only it fails.
-		for _, c := range group {
-			c.done <- s.db.Update(c.fn)
-		}
-	}
-}
-
-// apply commits fn and returns once it is durable. fn must only touch tx.
-func (s *Store) apply(fn func(*bolt.Tx) error) error {
-	done := make(chan error, 1)
-	// The read lock is held only while queueing: Close waits for it, so no commit is sent
-	// on a closed channel, and the committer drains the queue before it stops.
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return ErrClosed
-	}
-	s.reqs <- commit{fn: fn, done: done}
-	s.closeMu.RUnlock()
-	return <-done
+	return errors.Join(s.db.Close(), s.log.close())
 }
 
 func allocKey(k ipampool.Key) []byte { return []byte(k.ContainerID + "\x00" + k.IfName) }
@@ -246,30 +235,20 @@ func (s *Store) PutAllocation(a Allocation) error {
 	if err != nil {
 		return fmt.Errorf("encode allocation: %w", err)
 	}
-	if err := s.apply(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketCooldowns).Delete([]byte(a.Addr.String())); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketAllocations).Put(allocKey(a.Owner.Key), v)
-	}); err != nil {
+	if err := s.apply(del(inCooldowns, []byte(a.Addr.String())), put(inAllocations, allocKey(a.Owner.Key), v)); err != nil {
 		return fmt.Errorf("commit allocation of %s: %w", a.Addr, err)
 	}
 	return nil
 }
 
 // ReleaseAllocation removes k's allocation and, when until is set, records the address's
-// cooldown deadline, in one transaction.
+// cooldown deadline, in one commit.
 func (s *Store) ReleaseAllocation(k ipampool.Key, addr netip.Addr, until time.Time) error {
-	err := s.apply(func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketAllocations).Delete(allocKey(k)); err != nil {
-			return err
-		}
-		if until.IsZero() {
-			return tx.Bucket(bucketCooldowns).Delete([]byte(addr.String()))
-		}
-		return tx.Bucket(bucketCooldowns).Put([]byte(addr.String()), []byte(until.UTC().Format(time.RFC3339Nano)))
-	})
-	if err != nil {
+	cool := del(inCooldowns, []byte(addr.String()))
+	if !until.IsZero() {
+		cool = put(inCooldowns, cool.key, []byte(until.UTC().Format(time.RFC3339Nano)))
+	}
+	if err := s.apply(del(inAllocations, allocKey(k)), cool); err != nil {
 		return fmt.Errorf("commit release of %s: %w", addr, err)
 	}
 	return nil
@@ -277,39 +256,40 @@ func (s *Store) ReleaseAllocation(k ipampool.Key, addr netip.Addr, until time.Ti
 
 // MarkPendingRelease records addresses about to be removed from the NIC, before the write.
 func (s *Store) MarkPendingRelease(addrs []netip.Addr) error {
-	return s.setReleases(addrs, true)
+	now := []byte(time.Now().UTC().Format(time.RFC3339Nano))
+	ops := make([]op, 0, len(addrs))
+	for _, a := range addrs {
+		ops = append(ops, put(inReleases, []byte(a.String()), now))
+	}
+	return s.commitReleases(ops)
 }
 
 // ForgetAddrs drops every record of addresses that left the pool (released from the NIC,
 // or never removed after all): pending release and cooldown.
 func (s *Store) ForgetAddrs(addrs []netip.Addr) error {
-	return s.setReleases(addrs, false)
+	ops := make([]op, 0, 2*len(addrs))
+	for _, a := range addrs {
+		k := []byte(a.String())
+		ops = append(ops, del(inReleases, k), del(inCooldowns, k))
+	}
+	return s.commitReleases(ops)
 }
 
-func (s *Store) setReleases(addrs []netip.Addr, mark bool) error {
-	if len(addrs) == 0 {
+func (s *Store) commitReleases(ops []op) error {
+	if len(ops) == 0 {
 		return nil
 	}
-	return s.apply(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bucketReleases)
-		for _, a := range addrs {
-			k := []byte(a.String())
-			var err error
-			if mark {
-				err = b.Put(k, []byte(time.Now().UTC().Format(time.RFC3339Nano)))
-			} else if err = b.Delete(k); err == nil {
-				err = tx.Bucket(bucketCooldowns).Delete(k)
-			}
-			if err != nil {
-				return fmt.Errorf("record release of %s: %w", a, err)
-			}
-		}
-		return nil
-	})
+	if err := s.apply(ops...); err != nil {
+		return fmt.Errorf("record releases: %w", err)
+	}
+	return nil
 }
 
-// Load reads the whole state.
+// Load reads the whole state, with every change committed before the call.
 func (s *Store) Load() (State, error) {
+	if err := s.send(commit{checkpoint: true}); err != nil {
+		return State{}, fmt.Errorf("load state: %w", err)
+	}
 	st := State{Cooldowns: map[netip.Addr]time.Time{}}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketAllocations).ForEach(func(k, v []byte) error {

@@ -1,0 +1,128 @@
+package store
+
+import (
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// commit is one caller's changes; with checkpoint set the caller also waits for every change
+// logged so far to reach the state file (Load reads only the state file).
+type commit struct {
+	ops        []op
+	checkpoint bool
+	done       chan error
+}
+
+const (
+	// maxGroup bounds one group commit so a flood cannot starve its first caller.
+	maxGroup = 512
+	// checkpointBytes is the log size at which the committer moves the log into the state
+	// file: bounded replay at start and a small file, for about one checkpoint a second at
+	// 10,000 pairs a second.
+	checkpointBytes = 1 << 20
+	lockTimeout     = 2 * time.Second
+)
+
+// committer makes each group of queued commits durable with one record in the log (one
+// write, one fdatasync), and moves the log into the state file once it has grown to
+// checkpointBytes, when a caller asks, and before it stops.
+func (s *Store) committer() {
+	defer close(s.stopped)
+	var rec []byte
+	next := int64(checkpointBytes)
+	for first := range s.reqs {
+		group := []commit{first}
+	drain:
+		for len(group) < maxGroup {
+			select {
+			case c, ok := <-s.reqs:
+				if !ok {
+					break drain
+				}
+				group = append(group, c)
+			default:
+				break drain
+			}
+		}
+		rec = newRecord(rec)
+		asked := false
+		for _, c := range group {
+			rec = encodeOps(rec, c.ops)
+			asked = asked || c.checkpoint
+		}
+		var err error
+		if len(rec) > recordHeader+1 {
+			err = s.log.append(sealRecord(rec))
+		}
+		var cpErr error
+		if err == nil && (asked || s.log.size >= next) {
+			if cpErr = checkpoint(s.db, s.log, nil); cpErr != nil {
+				s.logger.Warn("checkpoint of the change log failed; its changes stay durable in it", "err", cpErr)
+				next = s.log.size + checkpointBytes // not again for every group while the disk is full
+			} else {
+				next = checkpointBytes
+			}
+		}
+		for _, c := range group {
+			if c.checkpoint && err == nil {
+				c.done <- cpErr
+				continue
+			}
+			c.done <- err
+		}
+	}
+	if s.log.size > 0 {
+		if err := checkpoint(s.db, s.log, nil); err != nil {
+			s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
+		}
+	}
+}
+
+// checkpoint applies the logged changes (read back from the log when nil) to the state file
+// in one transaction and then empties the log.
+func checkpoint(db *bolt.DB, lg *wal, ops []op) error {
+	if ops == nil {
+		if lg.size == 0 {
+			return nil
+		}
+		var err error
+		if ops, err = lg.changes(); err != nil {
+			return err
+		}
+	}
+	if len(ops) > 0 {
+		if err := db.Update(func(tx *bolt.Tx) error { return applyOps(tx, ops) }); err != nil {
+			return fmt.Errorf("checkpoint: %w", err)
+		}
+	}
+	if lg.size == 0 {
+		return nil
+	}
+	return lg.reset()
+}
+
+// apply makes ops durable, in order and all or none, before it returns.
+func (s *Store) apply(ops ...op) error {
+	for _, o := range ops {
+		if err := o.check(); err != nil {
+			return fmt.Errorf("change to %s: %w", o.bucket.name(), err)
+		}
+	}
+	return s.send(commit{ops: ops})
+}
+
+func (s *Store) send(c commit) error {
+	c.done = make(chan error, 1)
+	// The read lock is held only while queueing: Close waits for it, so no commit is sent
+	// on a closed channel, and the committer drains the queue before it stops.
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return ErrClosed
+	}
+	s.reqs <- c
+	s.closeMu.RUnlock()
+	return <-c.done
+}

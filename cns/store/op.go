@@ -1,0 +1,120 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// bucketID names a bucket in a logged change.
+type bucketID byte
+
+const (
+	inAllocations bucketID = iota
+	inCooldowns
+	inReleases
+	numBuckets
+)
+
+func (b bucketID) name() []byte {
+	return [numBuckets][]byte{bucketAllocations, bucketCooldowns, bucketReleases}[b]
+}
+
+// op is one change to the state: a key set to a value, or deleted. Changes are applied in
+// order and each sets its key outright, so applying a log again over a state that already
+// holds some of it ends in the same state: a crash between a checkpoint and the log's reset
+// needs nothing but replay.
+type op struct {
+	bucket bucketID
+	del    bool
+	key    []byte
+	val    []byte
+}
+
+func put(b bucketID, key, val []byte) op { return op{bucket: b, key: key, val: val} }
+func del(b bucketID, key []byte) op      { return op{bucket: b, del: true, key: key} }
+
+// check refuses what bbolt would refuse at the checkpoint: a change that can never be applied
+// must fail its own commit, not every checkpoint after it.
+func (o op) check() error {
+	switch {
+	case len(o.key) == 0:
+		return errors.New("empty key")
+	case len(o.key) > bolt.MaxKeySize:
+		return fmt.Errorf("key of %d bytes, at most %d", len(o.key), bolt.MaxKeySize)
+	case len(o.val) > bolt.MaxValueSize:
+		return fmt.Errorf("value of %d bytes, at most %d", len(o.val), bolt.MaxValueSize)
+	}
+	return nil
+}
+
+// encodeOps appends ops to a record's payload.
+func encodeOps(rec []byte, ops []op) []byte {
+	for _, o := range ops {
+		tag := byte(o.bucket) << 1
+		if o.del {
+			tag |= 1
+		}
+		rec = append(rec, tag)
+		rec = binary.AppendUvarint(rec, uint64(len(o.key)))
+		rec = append(rec, o.key...)
+		if !o.del {
+			rec = binary.AppendUvarint(rec, uint64(len(o.val)))
+			rec = append(rec, o.val...)
+		}
+	}
+	return rec
+}
+
+// decodeOps appends the changes of one record's payload to ops. Keys and values alias payload.
+func decodeOps(ops []op, payload []byte) ([]op, error) {
+	if len(payload) == 0 || payload[0] != logVersion {
+		return nil, fmt.Errorf("record version %v, this cns reads %d", payload[:min(1, len(payload))], logVersion)
+	}
+	b := payload[1:]
+	field := func() ([]byte, error) {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || n > uint64(len(b)-w) {
+			return nil, errors.New("field runs past the record")
+		}
+		f := b[w : w+int(n)]
+		b = b[w+int(n):]
+		return f, nil
+	}
+	for len(b) > 0 {
+		tag := b[0]
+		b = b[1:]
+		o := op{bucket: bucketID(tag >> 1), del: tag&1 == 1}
+		if o.bucket >= numBuckets {
+			return nil, fmt.Errorf("unknown bucket %d", o.bucket)
+		}
+		var err error
+		if o.key, err = field(); err == nil && !o.del {
+			o.val, err = field()
+		}
+		if err != nil {
+			return nil, err
+		}
+		ops = append(ops, o)
+	}
+	return ops, nil
+}
+
+// applyOps applies changes to the state file in order.
+func applyOps(tx *bolt.Tx, ops []op) error {
+	for _, o := range ops {
+		b := tx.Bucket(o.bucket.name())
+		var err error
+		if o.del {
+			err = b.Delete(o.key)
+		} else {
+			err = b.Put(o.key, o.val)
+		}
+		if err != nil {
+			return fmt.Errorf("apply change to %s %q: %w", o.bucket.name(), o.key, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,208 @@
+package store
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// The log holds the changes committed since the last checkpoint, one record per group:
+//
+//	record:  length uint32 LE | crc32c(payload) uint32 LE | payload (length bytes)
+//	payload: version byte (logVersion) | op ...
+//	op:      bucket<<1 | delete (one byte) | uvarint key length | key | [uvarint value length | value]
+//
+// A record is written with one write and made durable with one fdatasync before any commit in
+// it is acknowledged. Only the last record can be torn by a crash; see readLog.
+const (
+	logVersion   = 1
+	recordHeader = 8
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// writeLog writes to the log file; tests make it fail as a full disk does.
+var writeLog = (*os.File).WriteAt
+
+// errLogCorrupt marks a log damaged before its last record: acknowledged changes may be lost.
+var errLogCorrupt = fmt.Errorf("%w: change log damaged before its end", errCorrupt)
+
+// wal is the change log beside the state file. Only the committer uses it after Open.
+type wal struct {
+	f     *os.File
+	size  int64 // bytes of whole records; the file is never trusted beyond it
+	dirty bool  // a failed write may have left bytes past size that trimming did not remove
+}
+
+// openLog opens (creating if needed) the log at path and locks it, so a second cns waits
+// rather than reading or trimming a log another one is appending to.
+func openLog(path string, timeout time.Duration) (*wal, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open change log: %w", err)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("lock change log %s: %w", path, err)
+		}
+		time.Sleep(50 * time.Millisecond) // another process holds it: wait for it as bbolt does
+	}
+	// The file may be new: its name must survive a power loss before any record relies on it.
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &wal{f: f}, nil
+}
+
+// recover reads the log, trims a torn last record and returns the changes of every whole
+// record in order. A record damaged before the end returns errLogCorrupt.
+func (l *wal) recover() ([]op, error) {
+	fi, err := l.f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat change log: %w", err)
+	}
+	data, err := l.read(fi.Size())
+	if err != nil {
+		return nil, err
+	}
+	ops, good, err := readLog(data)
+	if err != nil {
+		return nil, err
+	}
+	l.size = int64(good)
+	if good < len(data) {
+		if err := l.trim(); err != nil {
+			return nil, fmt.Errorf("trim the torn end of the change log: %w", err)
+		}
+	}
+	return ops, nil
+}
+
+// read returns the first n bytes of the log.
+func (l *wal) read(n int64) ([]byte, error) {
+	data := make([]byte, n)
+	if _, err := l.f.ReadAt(data, 0); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read change log: %w", err)
+	}
+	return data, nil
+}
+
+// changes returns the changes of the whole records appended since Open or the last reset.
+func (l *wal) changes() ([]op, error) {
+	data, err := l.read(l.size)
+	if err != nil {
+		return nil, err
+	}
+	ops, good, err := readLog(data)
+	if err == nil && good != len(data) {
+		err = fmt.Errorf("%w: %d of %d bytes read back whole", errLogCorrupt, good, len(data))
+	}
+	return ops, err
+}
+
+// readLog decodes the whole records at the start of data and returns their changes and where
+// they end. What follows them must be the torn last record: a header cut short, a length that
+// runs past the end, a record that ends exactly at the end, or zeros the filesystem exposed.
+// Anything else is damage to acknowledged records, reported as errLogCorrupt.
+func readLog(data []byte) (ops []op, good int, err error) {
+	for off := 0; off < len(data); {
+		rest := data[off:]
+		if len(rest) < recordHeader {
+			return ops, off, nil
+		}
+		n := int(binary.LittleEndian.Uint32(rest))
+		end := recordHeader + n
+		if n == 0 || end > len(rest) {
+			if n == 0 && !allZero(rest) {
+				return nil, 0, fmt.Errorf("%w: empty record at byte %d of %d", errLogCorrupt, off, len(data))
+			}
+			return ops, off, nil
+		}
+		payload := rest[recordHeader:end]
+		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
+			if end == len(rest) {
+				return ops, off, nil
+			}
+			return nil, 0, fmt.Errorf("%w: checksum mismatch at byte %d of %d", errLogCorrupt, off, len(data))
+		}
+		if ops, err = decodeOps(ops, payload); err != nil {
+			return nil, 0, fmt.Errorf("%w: record at byte %d: %v", errLogCorrupt, off, err)
+		}
+		off += end
+	}
+	return ops, len(data), nil
+}
+
+func allZero(b []byte) bool { return len(bytes.Trim(b, "\x00")) == 0 }
+
+// append writes one record holding payload and returns once it is durable. On failure the
+// log is cut back to its last whole record, so a later record never follows a partial one.
+func (l *wal) append(rec []byte) error {
+	if l.dirty {
+		if err := l.trim(); err != nil {
+			return fmt.Errorf("trim change log after a failed write: %w", err)
+		}
+	}
+	_, err := writeLog(l.f, rec, l.size)
+	if err == nil {
+		err = unix.Fdatasync(int(l.f.Fd()))
+	}
+	if err != nil {
+		_ = l.trim() // on failure dirty stays set and the next append trims first
+		return fmt.Errorf("write change log: %w", err)
+	}
+	l.size += int64(len(rec))
+	return nil
+}
+
+// trim cuts the file to its whole records and makes that durable.
+func (l *wal) trim() error {
+	l.dirty = true
+	if err := l.f.Truncate(l.size); err != nil {
+		return err
+	}
+	if err := l.f.Sync(); err != nil {
+		return err
+	}
+	l.dirty = false
+	return nil
+}
+
+// reset empties the log once its changes are durable in the state file.
+func (l *wal) reset() error {
+	l.size = 0
+	if err := l.trim(); err != nil {
+		return fmt.Errorf("empty change log: %w", err)
+	}
+	return nil
+}
+
+func (l *wal) close() error { return l.f.Close() }
+
+// newRecord starts a record in buf (reused): header space and the payload's version byte.
+func newRecord(buf []byte) []byte {
+	return append(buf[:0], 0, 0, 0, 0, 0, 0, 0, 0, logVersion)
+}
+
+// sealRecord fills in the header of a record built by newRecord and encodeOps.
+func sealRecord(rec []byte) []byte {
+	payload := rec[recordHeader:]
+	binary.LittleEndian.PutUint32(rec, uint32(len(payload)))
+	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(payload, castagnoli))
+	return rec
+}
