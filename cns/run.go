@@ -63,7 +63,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	defer st.Close()
 	if movedAside != "" {
-		log.Error("STATE REBUILT: the state file was unreadable and was kept aside; allocations were rebuilt from the node's datapath, "+
+		log.Error("STATE REBUILT: the state file or its change log (<state>.wal) was damaged and was kept aside; allocations were rebuilt from the node's datapath, "+
 			"the rest of the pool from the NIC; cooldowns are lost", "movedTo", movedAside, "recoveredAllocations", recovered)
 	}
 	return Serve(ctx, cfg, nic, st, log)

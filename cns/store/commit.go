@@ -58,7 +58,7 @@ func (s *Store) committer() {
 		}
 		var cpErr error
 		if err == nil && (asked || s.log.size >= next) {
-			if cpErr = checkpoint(s.db, s.log, nil); cpErr != nil {
+			if cpErr = checkpoint(s.db, s.log, nil, false); cpErr != nil {
 				s.logger.Warn("checkpoint of the change log failed; its changes stay durable in it", "err", cpErr)
 				next = s.log.size + checkpointBytes // not again for every group while the disk is full
 			} else {
@@ -73,27 +73,29 @@ func (s *Store) committer() {
 			c.done <- err
 		}
 	}
-	if s.log.size > 0 {
-		if err := checkpoint(s.db, s.log, nil); err != nil {
-			s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
-		}
+	if err := checkpoint(s.db, s.log, nil, true); err != nil {
+		s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
 	}
 }
 
 // checkpoint applies the logged changes (read back from the log when nil) to the state file
-// in one transaction and then empties the log.
-func checkpoint(db *bolt.DB, lg *wal, ops []op) error {
-	if ops == nil {
-		if lg.size == 0 {
-			return nil
-		}
+// in one transaction and then empties the log. Closing also marks the file schemaClosed in
+// that transaction: once it commits the file holds everything, whatever happens to the log.
+func checkpoint(db *bolt.DB, lg *wal, ops []op, closing bool) error {
+	if ops == nil && lg.size > 0 {
 		var err error
 		if ops, err = lg.changes(); err != nil {
 			return err
 		}
 	}
-	if len(ops) > 0 {
-		if err := db.Update(func(tx *bolt.Tx) error { return applyOps(tx, ops) }); err != nil {
+	if len(ops) > 0 || closing {
+		err := db.Update(func(tx *bolt.Tx) error {
+			if err := applyOps(tx, ops); err != nil || !closing {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keySchema, schemaClosed)
+		})
+		if err != nil {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 	}

@@ -79,12 +79,10 @@ func interruptRebuild(t *testing.T, damaged, step string, want []Allocation) {
 func damageLog(t *testing.T, path string) {
 	t.Helper()
 	s := open(t, path)
-	s.PutAllocation(alloc(8))
-	first := len(snapshot(t, path).log)
-	s.PutAllocation(alloc(9))
+	ends := recordEnds(t, s, path, alloc(8), alloc(9))
 	img := snapshot(t, path)
 	s.Close()
-	img.log[first/2] ^= 0xff
+	img.log[ends[0]/2] ^= 0xff
 	if err := os.WriteFile(path, img.db, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +29,12 @@ var (
 	// schemaVersion 2: allocation records are versioned (record.go) and carry the network.
 	// A schema 1 file is read (its v1 records are migrated); a cns that reads only schema 1
 	// refuses a schema 2 file rather than misreading its records.
-	schemaVersion = []byte("2")
+	// schemaVersion 3: the change log beside the file may hold changes the file lacks. A cns
+	// that knows only schema 2 would ignore them, so it must refuse the file. Open writes 3;
+	// a clean Close, the log applied and emptied, writes 2 back (schemaClosed), so a node
+	// stopped cleanly can be rolled back to a cns without the log.
+	schemaVersion = []byte("3")
+	schemaClosed  = []byte("2")
 	schemaV1      = []byte("1")
 )
 
@@ -88,12 +95,15 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 			lg.close()
 		}
 	}()
-	logged, logErr := lg.recover()
+	logged, logErr := lg.readBack(log)
 	if logErr != nil && !errors.Is(logErr, errLogCorrupt) {
 		return nil, "", fmt.Errorf("read change log: %w", logErr)
 	}
 	db, err := openChecked(path)
-	if (err != nil && isCorrupt(err)) || logErr != nil {
+	if err != nil && !isCorrupt(err) {
+		return nil, "", fmt.Errorf("open state %s: %w", path, err) // never discard state for an operational error
+	}
+	if err != nil || logErr != nil {
 		if db != nil {
 			db.Close()
 		}
@@ -111,7 +121,11 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
 	}
-	if err = checkpoint(db, lg, logged); err != nil {
+	if err = syncDir(filepath.Dir(path)); err != nil { // the state file may be new too
+		db.Close()
+		return nil, "", err
+	}
+	if err = checkpoint(db, lg, logged, false); err != nil {
 		db.Close()
 		return nil, "", fmt.Errorf("replay change log into %s: %w", path, err)
 	}
@@ -154,7 +168,7 @@ func openDB(path string) (*bolt.DB, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && string(v) != string(schemaVersion) && string(v) != string(schemaV1) {
+		if v := meta.Get(keySchema); v != nil && !slices.ContainsFunc([][]byte{schemaVersion, schemaClosed, schemaV1}, func(k []byte) bool { return bytes.Equal(k, v) }) {
 			return fmt.Errorf("state schema %q, this cns reads %q", v, schemaVersion)
 		}
 		return meta.Put(keySchema, schemaVersion)

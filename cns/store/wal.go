@@ -1,12 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -29,8 +29,11 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// writeLog writes to the log file; tests make it fail as a full disk does.
-var writeLog = (*os.File).WriteAt
+// writeLog and truncateLog reach the log file; tests make them fail as a full or failing disk does.
+var (
+	writeLog    = (*os.File).WriteAt
+	truncateLog = (*os.File).Truncate
+)
 
 // errLogCorrupt marks a log damaged before its last record: acknowledged changes may be lost.
 var errLogCorrupt = fmt.Errorf("%w: change log damaged before its end", errCorrupt)
@@ -69,9 +72,9 @@ func openLog(path string, timeout time.Duration) (*wal, error) {
 	return &wal{f: f}, nil
 }
 
-// recover reads the log, trims a torn last record and returns the changes of every whole
-// record in order. A record damaged before the end returns errLogCorrupt.
-func (l *wal) recover() ([]op, error) {
+// readBack reads the log, trims a torn last record and returns the changes of every whole
+// record in order. Damage anywhere else returns errLogCorrupt.
+func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	fi, err := l.f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat change log: %w", err)
@@ -86,6 +89,8 @@ func (l *wal) recover() ([]op, error) {
 	}
 	l.size = int64(good)
 	if good < len(data) {
+		log.Warn("dropped the torn last record of the change log (a crash during its write; it was never acknowledged)",
+			"path", l.f.Name(), "bytes", len(data)-good)
 		if err := l.trim(); err != nil {
 			return nil, fmt.Errorf("trim the torn end of the change log: %w", err)
 		}
@@ -116,39 +121,45 @@ func (l *wal) changes() ([]op, error) {
 }
 
 // readLog decodes the whole records at the start of data and returns their changes and where
-// they end. What follows them must be the torn last record: a header cut short, a length that
-// runs past the end, a record that ends exactly at the end, or zeros the filesystem exposed.
-// Anything else is damage to acknowledged records, reported as errLogCorrupt.
+// they end. Only one record is ever being written, so a crash can damage only the last one:
+// a bad spot with no whole record after it is that torn record, whatever it holds (cut short,
+// a header that never reached the disk, zeros the filesystem exposed). A whole record after a
+// bad spot means acknowledged records were damaged: errLogCorrupt.
 func readLog(data []byte) (ops []op, good int, err error) {
-	for off := 0; off < len(data); {
-		rest := data[off:]
-		if len(rest) < recordHeader {
-			return ops, off, nil
-		}
-		n := int(binary.LittleEndian.Uint32(rest))
-		end := recordHeader + n
-		if n == 0 || end > len(rest) {
-			if n == 0 && !allZero(rest) {
-				return nil, 0, fmt.Errorf("%w: empty record at byte %d of %d", errLogCorrupt, off, len(data))
+	for good < len(data) {
+		payload, ok := recordAt(data[good:])
+		if !ok {
+			for p := good + 1; p+recordHeader < len(data); p++ {
+				if _, ok := recordAt(data[p:]); ok {
+					return nil, 0, fmt.Errorf("%w: bad record at byte %d of %d, a whole one at %d", errLogCorrupt, good, len(data), p)
+				}
 			}
-			return ops, off, nil
-		}
-		payload := rest[recordHeader:end]
-		if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(rest[4:]) {
-			if end == len(rest) {
-				return ops, off, nil
-			}
-			return nil, 0, fmt.Errorf("%w: checksum mismatch at byte %d of %d", errLogCorrupt, off, len(data))
+			return ops, good, nil
 		}
 		if ops, err = decodeOps(ops, payload); err != nil {
-			return nil, 0, fmt.Errorf("%w: record at byte %d: %v", errLogCorrupt, off, err)
+			return nil, 0, fmt.Errorf("%w: record at byte %d: %w", errLogCorrupt, good, err)
 		}
-		off += end
+		good += recordHeader + len(payload)
 	}
-	return ops, len(data), nil
+	return ops, good, nil
 }
 
-func allZero(b []byte) bool { return len(bytes.Trim(b, "\x00")) == 0 }
+// recordAt returns the payload of the record at the start of b if it is whole: its length
+// fits, its checksum matches and it is of this version.
+func recordAt(b []byte) (payload []byte, ok bool) {
+	if len(b) < recordHeader {
+		return nil, false
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n == 0 || uint64(n) > uint64(len(b)-recordHeader) {
+		return nil, false
+	}
+	payload = b[recordHeader : recordHeader+int(n)]
+	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) || payload[0] != logVersion {
+		return nil, false
+	}
+	return payload, true
+}
 
 // append writes one record holding payload and returns once it is durable. On failure the
 // log is cut back to its last whole record, so a later record never follows a partial one.
@@ -173,7 +184,7 @@ func (l *wal) append(rec []byte) error {
 // trim cuts the file to its whole records and makes that durable.
 func (l *wal) trim() error {
 	l.dirty = true
-	if err := l.f.Truncate(l.size); err != nil {
+	if err := truncateLog(l.f, l.size); err != nil {
 		return err
 	}
 	if err := l.f.Sync(); err != nil {

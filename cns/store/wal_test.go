@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // crashImage is what a crash leaves on disk: the state file and its change log, read while
@@ -43,6 +46,27 @@ func (img crashImage) restore(t *testing.T) string {
 	return path
 }
 
+// mustPut commits allocations one at a time (one log record each).
+func mustPut(t *testing.T, s *Store, allocs ...Allocation) {
+	t.Helper()
+	for _, a := range allocs {
+		if err := s.PutAllocation(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// recordEnds commits allocations one at a time and returns the log's size after each.
+func recordEnds(t *testing.T, s *Store, path string, allocs ...Allocation) []int {
+	t.Helper()
+	var ends []int
+	for _, a := range allocs {
+		mustPut(t, s, a)
+		ends = append(ends, len(snapshot(t, path).log))
+	}
+	return ends
+}
+
 func addrsOf(t *testing.T, s *Store) []netip.Addr {
 	t.Helper()
 	st, err := s.Load()
@@ -72,6 +96,11 @@ func TestCommitsAreDurableInTheLogAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := snapshot(t, path)
+	fileOnly := open(t, crashImage{db: img.db}.restore(t))
+	if got := addrsOf(t, fileOnly); len(got) != 0 {
+		t.Fatalf("the state file alone holds %v: the commits were checkpointed, not left to the log", got)
+	}
+	fileOnly.Close()
 	r := open(t, img.restore(t))
 	defer r.Close()
 	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(3).Addr}; !slices.Equal(got, want) {
@@ -88,13 +117,7 @@ func TestCommitsAreDurableInTheLogAlone(t *testing.T) {
 func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	var ends []int // log size after each commit: commits one at a time are one record each
-	for i := 1; i <= 4; i++ {
-		if err := s.PutAllocation(alloc(i)); err != nil {
-			t.Fatal(err)
-		}
-		ends = append(ends, len(snapshot(t, path).log))
-	}
+	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3), alloc(4))
 	img := snapshot(t, path)
 	s.Close()
 	// Every byte around each record's start and end (its header, its last bytes), and a
@@ -143,65 +166,92 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 	}
 }
 
-// TestZerosAtTheEndAreATornRecord: a filesystem may extend the file before the data reaches
-// it, so a crash can leave zeros after the last record or in place of its last pages. Both
-// are the torn last record, not damage.
-func TestZerosAtTheEndAreATornRecord(t *testing.T) {
+// TestATornLastRecordIsDropped: a filesystem may extend the file before the data reaches it
+// and write a record's pages in any order, so a crash can leave zeros after the last record,
+// in its place, at its end, or in its header with its payload on disk. Each is the torn last
+// record (never acknowledged), not damage: the state keeps every record before it.
+func TestATornLastRecordIsDropped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	s.PutAllocation(alloc(1))
-	one := len(snapshot(t, path).log)
-	s.PutAllocation(alloc(2))
+	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3))
 	img := snapshot(t, path)
 	s.Close()
-	for name, lg := range map[string][]byte{
-		"after the last record":      append(slices.Clone(img.log), make([]byte, 4096)...),
-		"in the last record's place": append(slices.Clone(img.log[:one]), make([]byte, len(img.log)-one)...),
-		"at the last record's end":   append(slices.Clone(img.log[:len(img.log)-5]), make([]byte, 5)...),
+	last := ends[1]
+	zero := func(from, to int) []byte {
+		lg := slices.Clone(img.log)
+		clear(lg[from:to])
+		return lg
+	}
+	for name, tc := range map[string]struct {
+		log  []byte
+		want int
+	}{
+		"zeros after it":           {append(slices.Clone(img.log), make([]byte, 4096)...), 3},
+		"zeros in its place":       {zero(last, len(img.log)), 2},
+		"zeros at its end":         {zero(len(img.log)-5, len(img.log)), 2},
+		"its length never written": {zero(last, last+2), 2},
+		"its header never written": {zero(last, last+recordHeader), 2},
+		"cut inside its header":    {img.log[:last+3], 2},
 	} {
-		r, moved, err := Open(crashImage{db: img.db, log: lg}.restore(t), slog.New(slog.DiscardHandler))
+		r, moved, err := Open(crashImage{db: img.db, log: tc.log}.restore(t), slog.New(slog.DiscardHandler))
 		if err != nil || moved != "" {
-			t.Fatalf("zeros %s: open moved %q, %v; want them trimmed", name, moved, err)
+			t.Fatalf("%s: open moved %q, %v; want the torn record dropped", name, moved, err)
 		}
-		if got := addrsOf(t, r); len(got) != 1 && (len(got) != 2 || name != "after the last record") {
-			t.Fatalf("zeros %s: allocations %v", name, got)
+		if got := addrsOf(t, r); len(got) != tc.want {
+			t.Fatalf("%s: allocations %v, want %d", name, got, tc.want)
 		}
 		r.Close()
 	}
 }
 
-// TestLogDamagedBeforeItsEndIsRebuilt: a damaged record followed by others means acknowledged
-// changes may be lost, so the state is rebuilt (as for a damaged state file) and the log kept.
+// TestLogDamagedBeforeItsEndIsRebuilt: a bad record with a whole one after it means
+// acknowledged changes may be lost (a crash tears only the last record), so the state is
+// rebuilt, as for a damaged state file, and the damaged log is kept beside it.
 func TestLogDamagedBeforeItsEndIsRebuilt(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
-	s.PutAllocation(alloc(1))
-	first := len(snapshot(t, path).log)
-	s.PutAllocation(alloc(2))
+	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3))
 	img := snapshot(t, path)
 	s.Close()
-	img.log[first/2] ^= 0xff // inside the first record's payload
-	damaged := slices.Clone(img.log)
-	path = img.restore(t)
-	r, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{alloc(7)}))
-	if err != nil || moved == "" {
-		t.Fatalf("open: moved %q, %v; want a rebuild", moved, err)
-	}
-	if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{alloc(7).Addr}) {
-		t.Fatalf("allocations %v, want the rebuilt one", got)
-	}
-	r.Close()
-	kept, _ := filepath.Glob(logPath(path) + ".corrupt-*")
-	if len(kept) != 1 {
-		t.Fatalf("kept logs %v, want one", kept)
-	}
-	if b, _ := os.ReadFile(kept[0]); !bytes.Equal(b, damaged) {
-		t.Fatal("the kept log is not the damaged one")
-	}
-	r = open(t, path) // the rebuild emptied the log: the next start trusts the state
-	defer r.Close()
-	if got := addrsOf(t, r); len(got) != 1 {
-		t.Fatalf("after the next start: %v", got)
+	for name, at := range map[string]int{
+		"payload":           ends[0] / 2,
+		"length, too long":  3,                      // the first record's length now runs past the end
+		"length, too short": ends[0],                // the second record's length shrinks by one
+		"checksum":          ends[1] + 4 + 1,        // the third record's checksum
+		"version":           ends[0] + recordHeader, // the second record's version byte
+	} {
+		t.Run(name, func(t *testing.T) {
+			damaged := slices.Clone(img.log)
+			if name == "length, too short" {
+				damaged[at]--
+			} else {
+				damaged[at] ^= 0x40
+			}
+			if name == "checksum" { // a bad last record is the torn one; damage one with a record after it
+				damaged = append(damaged, img.log[ends[0]:ends[1]]...)
+			}
+			path := crashImage{db: img.db, log: damaged}.restore(t)
+			r, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{alloc(7)}))
+			if err != nil || moved == "" {
+				t.Fatalf("open: moved %q, %v; want a rebuild", moved, err)
+			}
+			if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{alloc(7).Addr}) {
+				t.Fatalf("allocations %v, want the rebuilt one", got)
+			}
+			r.Close()
+			kept, _ := filepath.Glob(logPath(path) + ".corrupt-*")
+			if len(kept) != 1 {
+				t.Fatalf("kept logs %v, want one", kept)
+			}
+			if b, _ := os.ReadFile(kept[0]); !bytes.Equal(b, damaged) {
+				t.Fatal("the kept log is not the damaged one")
+			}
+			r = open(t, path) // the rebuild emptied the log: the next start trusts the state
+			defer r.Close()
+			if got := addrsOf(t, r); len(got) != 1 {
+				t.Fatalf("after the next start: %v", got)
+			}
+		})
 	}
 }
 
@@ -212,12 +262,15 @@ func TestReplayOverACheckpointedStateIsHarmless(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
 	defer s.Close()
-	s.PutAllocation(alloc(1))
-	s.PutAllocation(alloc(2))
-	s.ReleaseAllocation(alloc(1).Owner.Key, alloc(1).Addr, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))
-	s.PutAllocation(Allocation{Addr: alloc(1).Addr, Owner: alloc(3).Owner}) // reuses 1, ends its cooldown
-	s.MarkPendingRelease([]netip.Addr{alloc(9).Addr})
-	s.ForgetAddrs([]netip.Addr{alloc(9).Addr})
+	mustPut(t, s, alloc(1), alloc(2))
+	if err := errors.Join(
+		s.ReleaseAllocation(alloc(1).Owner.Key, alloc(1).Addr, time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)),
+		s.PutAllocation(Allocation{Addr: alloc(1).Addr, Owner: alloc(3).Owner}), // reuses 1, ends its cooldown
+		s.MarkPendingRelease([]netip.Addr{alloc(9).Addr}),
+		s.ForgetAddrs([]netip.Addr{alloc(9).Addr}),
+	); err != nil {
+		t.Fatal(err)
+	}
 	logged := snapshot(t, path).log
 	want, err := s.Load() // checkpoints
 	if err != nil {
@@ -266,7 +319,9 @@ func TestTheLogIsCheckpointedAsItGrows(t *testing.T) {
 	if peak > checkpointBytes+8192 {
 		t.Fatalf("log grew to %d bytes, want a checkpoint at %d", peak, checkpointBytes)
 	}
-	if got := addrsOf(t, open(t, path)); len(got) != 2*checkpointBytes/4000 {
+	r := open(t, path)
+	defer r.Close()
+	if got := addrsOf(t, r); len(got) != 2*checkpointBytes/4000 {
 		t.Fatalf("%d allocations after restart", len(got))
 	}
 }
@@ -290,7 +345,7 @@ func TestAFailedLogWriteIsCutBack(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "state.db")
 			s := open(t, path)
 			defer s.Close()
-			s.PutAllocation(alloc(1))
+			mustPut(t, s, alloc(1))
 			writeLog = fail
 			t.Cleanup(func() { writeLog = (*os.File).WriteAt })
 			big := alloc(2)
@@ -315,6 +370,73 @@ func TestAFailedLogWriteIsCutBack(t *testing.T) {
 				r.Close()
 			}
 		})
+	}
+}
+
+// TestALogThatCannotBeCutBackRefusesCommits: when the failed write cannot be cut back
+// either, no record may follow the bytes it left: every commit fails until the cut succeeds.
+func TestALogThatCannotBeCutBackRefusesCommits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	mustPut(t, s, alloc(1))
+	t.Cleanup(func() { writeLog, truncateLog = (*os.File).WriteAt, (*os.File).Truncate })
+	writeLog = func(f *os.File, b []byte, off int64) (int, error) {
+		n, _ := f.WriteAt(b, off)
+		return n, syscall.EIO // written whole, then failed: a valid record that was not acknowledged
+	}
+	truncateLog = func(*os.File, int64) error { return syscall.EIO }
+	if err := s.PutAllocation(alloc(2)); err == nil {
+		t.Fatal("a commit whose write failed was acknowledged")
+	}
+	writeLog = (*os.File).WriteAt
+	if err := s.PutAllocation(alloc(3)); err == nil {
+		t.Fatal("a commit was acknowledged behind the failed record that could not be cut back")
+	}
+	truncateLog = (*os.File).Truncate
+	mustPut(t, s, alloc(4))
+	r := open(t, snapshot(t, path).restore(t))
+	defer r.Close()
+	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(4).Addr}; !slices.Equal(got, want) {
+		t.Fatalf("after a crash: %v, want %v", got, want)
+	}
+}
+
+// TestACleanCloseLeavesAFileACNSWithoutTheLogReads: while cns runs (or after it crashed) the
+// file says schema 3, which a cns that knows only schema 2 refuses rather than ignore the log;
+// a clean close applies the log and writes 2 back, so a stopped node can be rolled back.
+func TestACleanCloseLeavesAFileACNSWithoutTheLogReads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	mustPut(t, s, alloc(1))
+	running := snapshot(t, path)
+	s.Close()
+	for when, tc := range map[string]struct {
+		path string
+		want string
+	}{
+		"running": {running.restore(t), "3"},
+		"closed":  {path, "2"},
+	} {
+		db, err := bolt.Open(tc.path, 0o600, &bolt.Options{ReadOnly: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var schema string
+		db.View(func(tx *bolt.Tx) error {
+			schema = string(tx.Bucket(bucketMeta).Get(keySchema))
+			if when == "closed" && tx.Bucket(bucketAllocations).Stats().KeyN != 1 {
+				t.Errorf("closed: the file lacks the logged allocation")
+			}
+			return nil
+		})
+		db.Close()
+		if schema != tc.want {
+			t.Errorf("%s: schema %q, want %q", when, schema, tc.want)
+		}
+	}
+	if fi, err := os.Stat(logPath(path)); err != nil || fi.Size() != 0 {
+		t.Fatalf("log after a clean close: %v %v, want empty", fi, err)
 	}
 }
 
