@@ -27,7 +27,8 @@ const (
 
 // committer makes each group of queued commits durable with one record in the log (one
 // write, one fdatasync), and moves the log into the state file once it has grown to
-// checkpointBytes, when a caller asks, and before it stops.
+// checkpointBytes, when a caller asks, and before it stops; then, the log empty, it marks the
+// file schemaClosed.
 func (s *Store) committer() {
 	defer close(s.stopped)
 	var rec []byte
@@ -53,12 +54,12 @@ func (s *Store) committer() {
 			asked = asked || c.checkpoint
 		}
 		var err error
-		if len(rec) > recordHeader+1 {
-			err = s.log.append(sealRecord(rec))
+		if len(rec) > recordHeader {
+			err = s.log.append(rec)
 		}
 		var cpErr error
 		if err == nil && (asked || s.log.size >= next) {
-			if cpErr = checkpoint(s.db, s.log, nil, false); cpErr != nil {
+			if cpErr = checkpoint(s.db, s.log, nil); cpErr != nil {
 				s.logger.Warn("checkpoint of the change log failed; its changes stay durable in it", "err", cpErr)
 				next = s.log.size + checkpointBytes // not again for every group while the disk is full
 			} else {
@@ -73,33 +74,30 @@ func (s *Store) committer() {
 			c.done <- err
 		}
 	}
-	if err := checkpoint(s.db, s.log, nil, true); err != nil {
+	err := checkpoint(s.db, s.log, nil)
+	if err == nil { // only with the log empty may the file say a cns without the log can read it
+		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, schemaClosed) })
+	}
+	if err != nil {
 		s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
 	}
 }
 
 // checkpoint applies the logged changes (read back from the log when nil) to the state file
-// in one transaction and then empties the log. Closing also marks the file schemaClosed in
-// that transaction: once it commits the file holds everything, whatever happens to the log.
-func checkpoint(db *bolt.DB, lg *wal, ops []op, closing bool) error {
-	if ops == nil && lg.size > 0 {
+// in one transaction and then empties the log.
+func checkpoint(db *bolt.DB, lg *wal, ops []op) error {
+	if ops == nil {
 		var err error
 		if ops, err = lg.changes(); err != nil {
 			return err
 		}
 	}
-	if len(ops) > 0 || closing {
-		err := db.Update(func(tx *bolt.Tx) error {
-			if err := applyOps(tx, ops); err != nil || !closing {
-				return err
-			}
-			return tx.Bucket(bucketMeta).Put(keySchema, schemaClosed)
-		})
-		if err != nil {
+	if len(ops) > 0 {
+		if err := db.Update(func(tx *bolt.Tx) error { return applyOps(tx, ops) }); err != nil {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 	}
-	if lg.size == 0 {
+	if lg.size <= logHeader && !lg.dirty && !lg.stale {
 		return nil
 	}
 	return lg.reset()

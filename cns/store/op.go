@@ -70,10 +70,7 @@ func encodeOps(rec []byte, ops []op) []byte {
 
 // decodeOps appends the changes of one record's payload to ops. Keys and values alias payload.
 func decodeOps(ops []op, payload []byte) ([]op, error) {
-	if len(payload) == 0 || payload[0] != logVersion {
-		return nil, fmt.Errorf("record version %v, this cns reads %d", payload[:min(1, len(payload))], logVersion)
-	}
-	b := payload[1:]
+	b := payload
 	field := func() ([]byte, error) {
 		n, w := binary.Uvarint(b)
 		if w <= 0 || n > uint64(len(b)-w) {

@@ -62,7 +62,7 @@ func replaceCorrupt(path, stamp string, rebuild RebuildFunc) (movedAside string,
 // writeFresh creates a new state file at path holding allocs, committed in one transaction
 // and flushed before it returns.
 func writeFresh(path string, allocs []Allocation) error {
-	db, err := openDB(path)
+	db, _, err := openDB(path)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
 	}

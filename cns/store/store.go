@@ -99,7 +99,7 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	if logErr != nil && !errors.Is(logErr, errLogCorrupt) {
 		return nil, "", fmt.Errorf("read change log: %w", logErr)
 	}
-	db, err := openChecked(path)
+	db, found, err := openChecked(path)
 	if err != nil && !isCorrupt(err) {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err) // never discard state for an operational error
 	}
@@ -116,16 +116,24 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 				return nil, "", err
 			}
 		}
-		db, err = openChecked(path)
+		db, found, err = openChecked(path)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
+	}
+	if found == string(schemaClosed) || found == string(schemaV1) {
+		// Closed cleanly with the log empty, or written since by a cns without the log (a
+		// rollback): whatever the log holds is older than the file and must not be replayed.
+		if len(logged) > 0 {
+			log.Warn("ignoring the change log: the state file was written after it", "path", path, "schema", found, "changes", len(logged))
+		}
+		logged, lg.stale = nil, true
 	}
 	if err = syncDir(filepath.Dir(path)); err != nil { // the state file may be new too
 		db.Close()
 		return nil, "", err
 	}
-	if err = checkpoint(db, lg, logged, false); err != nil {
+	if err = checkpoint(db, lg, logged); err != nil {
 		db.Close()
 		return nil, "", fmt.Errorf("replay change log into %s: %w", path, err)
 	}
@@ -154,12 +162,14 @@ func rebuildCorrupt(path string, log *slog.Logger, rebuild RebuildFunc, dbErr, l
 	return movedAside, nil
 }
 
-func openDB(path string) (*bolt.DB, error) {
+// openDB opens the file, creating its buckets, and marks it schemaVersion; found is the
+// schema it said before (empty for a new file).
+func openDB(path string) (db *bolt.DB, found string, err error) {
 	// The freelist stays synced: without it bbolt rebuilds the freelist at open on a goroutine
 	// of its own, where a damaged page panics beyond any recover (see openChecked).
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
+	db, err = bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second, FreelistType: bolt.FreelistMapType})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketAllocations, bucketCooldowns, bucketReleases, bucketMeta} {
@@ -168,16 +178,18 @@ func openDB(path string) (*bolt.DB, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		if v := meta.Get(keySchema); v != nil && !slices.ContainsFunc([][]byte{schemaVersion, schemaClosed, schemaV1}, func(k []byte) bool { return bytes.Equal(k, v) }) {
+		v := meta.Get(keySchema)
+		if v != nil && !slices.ContainsFunc([][]byte{schemaVersion, schemaClosed, schemaV1}, func(k []byte) bool { return bytes.Equal(k, v) }) {
 			return fmt.Errorf("state schema %q, this cns reads %q", v, schemaVersion)
 		}
+		found = string(v)
 		return meta.Put(keySchema, schemaVersion)
 	})
 	if err != nil {
 		db.Close()
-		return nil, err
+		return nil, "", err
 	}
-	return db, nil
+	return db, found, nil
 }
 
 // errCorrupt marks a file whose pages are damaged (bbolt faulted or its check failed).
@@ -187,7 +199,7 @@ var errCorrupt = errors.New("state file is corrupt")
 // file through mmap: a torn file whose meta pages survive faults (SIGBUS) when a cut-off
 // page is touched, which would kill the process on every start. On a dedicated goroutine
 // with SetPanicOnFault that fault is a panic, recovered here as corruption.
-func openChecked(path string) (db *bolt.DB, err error) {
+func openChecked(path string) (db *bolt.DB, found string, err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -197,7 +209,7 @@ func openChecked(path string) (db *bolt.DB, err error) {
 				err = fmt.Errorf("%w: %v", errCorrupt, r) // a half-opened db is abandoned, not closed
 			}
 		}()
-		if db, err = openDB(path); err != nil {
+		if db, found, err = openDB(path); err != nil {
 			return
 		}
 		// Touch every page on this goroutine: bbolt's own tx.Check runs on another one,
@@ -213,7 +225,7 @@ func openChecked(path string) (db *bolt.DB, err error) {
 		}
 	}()
 	<-done
-	return db, err
+	return db, found, err
 }
 
 // isCorrupt tells a damaged file from an operational failure (lock held, permissions, I/O),

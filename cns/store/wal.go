@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,16 +17,21 @@ import (
 
 // The log holds the changes committed since the last checkpoint, one record per group:
 //
-//	record:  length uint32 LE | crc32c(payload) uint32 LE | payload (length bytes)
-//	payload: version byte (logVersion) | op ...
+//	file:    magic "vcl1" (names the format) | salt uint32 LE (drawn anew at every reset) | record ...
+//	record:  length uint32 LE | crc32c(salt, payload) uint32 LE | payload (length bytes)
+//	payload: op ...
 //	op:      bucket<<1 | delete (one byte) | uvarint key length | key | [uvarint value length | value]
 //
 // A record is written with one write and made durable with one fdatasync before any commit in
-// it is acknowledged. Only the last record can be torn by a crash; see readLog.
+// it is acknowledged. Only the last record can be torn by a crash; see readLog. The salt makes
+// a record of an earlier generation (blocks the filesystem reused after a reset and exposed
+// after a crash, as ext4 without a journal can) fail its checksum instead of being replayed.
 const (
-	logVersion   = 1
+	logHeader    = 8
 	recordHeader = 8
 )
+
+var logMagic = [4]byte{'v', 'c', 'l', '1'}
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -38,11 +44,16 @@ var (
 // errLogCorrupt marks a log damaged before its last record: acknowledged changes may be lost.
 var errLogCorrupt = fmt.Errorf("%w: change log damaged before its end", errCorrupt)
 
+// errLogFormat marks a log this cns cannot read (a newer one wrote it): it is left untouched.
+var errLogFormat = errors.New("change log in a format this cns does not read")
+
 // wal is the change log beside the state file. Only the committer uses it after Open.
 type wal struct {
 	f     *os.File
-	size  int64 // bytes of whole records; the file is never trusted beyond it
-	dirty bool  // a failed write may have left bytes past size that trimming did not remove
+	salt  uint32
+	size  int64 // bytes of the header and the whole records; the file is never trusted beyond it
+	dirty bool  // bytes past size (a failed write, a torn record) are still to be cut off
+	stale bool  // the header must be written anew (a new file, a failed reset) before a record
 }
 
 // openLog opens (creating if needed) the log at path and locks it, so a second cns waits
@@ -72,8 +83,9 @@ func openLog(path string, timeout time.Duration) (*wal, error) {
 	return &wal{f: f}, nil
 }
 
-// readBack reads the log, trims a torn last record and returns the changes of every whole
-// record in order. Damage anywhere else returns errLogCorrupt.
+// readBack reads the log and returns the changes of every whole record in order. A torn last
+// record is left for the next reset or append to cut off (after Open has accepted the state
+// file's schema); damage before the end returns errLogCorrupt, an unknown format errLogFormat.
 func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	fi, err := l.f.Stat()
 	if err != nil {
@@ -83,17 +95,24 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	if err != nil {
 		return nil, err
 	}
-	ops, good, err := readLog(data)
+	if len(data) < logHeader || [logHeader]byte(data[:logHeader]) == [logHeader]byte{} {
+		// New, or a crash while the header was written (a reset, after a checkpoint).
+		l.stale, l.dirty = true, len(data) > 0
+		return nil, nil
+	}
+	if [4]byte(data[:4]) != logMagic {
+		return nil, fmt.Errorf("%w: %s starts with %q", errLogFormat, l.f.Name(), data[:4])
+	}
+	l.salt = binary.LittleEndian.Uint32(data[4:])
+	ops, good, err := readLog(data[logHeader:], l.salt)
 	if err != nil {
 		return nil, err
 	}
-	l.size = int64(good)
-	if good < len(data) {
-		log.Warn("dropped the torn last record of the change log (a crash during its write; it was never acknowledged)",
-			"path", l.f.Name(), "bytes", len(data)-good)
-		if err := l.trim(); err != nil {
-			return nil, fmt.Errorf("trim the torn end of the change log: %w", err)
-		}
+	l.size = int64(logHeader + good)
+	if l.size < int64(len(data)) {
+		l.dirty = true
+		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): dropping it",
+			"path", l.f.Name(), "bytes", int64(len(data))-l.size)
 	}
 	return ops, nil
 }
@@ -109,11 +128,15 @@ func (l *wal) read(n int64) ([]byte, error) {
 
 // changes returns the changes of the whole records appended since Open or the last reset.
 func (l *wal) changes() ([]op, error) {
-	data, err := l.read(l.size)
+	if l.stale || l.size <= logHeader {
+		return nil, nil
+	}
+	all, err := l.read(l.size)
 	if err != nil {
 		return nil, err
 	}
-	ops, good, err := readLog(data)
+	data := all[logHeader:]
+	ops, good, err := readLog(data, l.salt)
 	if err == nil && good != len(data) {
 		err = fmt.Errorf("%w: %d of %d bytes read back whole", errLogCorrupt, good, len(data))
 	}
@@ -125,12 +148,12 @@ func (l *wal) changes() ([]op, error) {
 // a bad spot with no whole record after it is that torn record, whatever it holds (cut short,
 // a header that never reached the disk, zeros the filesystem exposed). A whole record after a
 // bad spot means acknowledged records were damaged: errLogCorrupt.
-func readLog(data []byte) (ops []op, good int, err error) {
+func readLog(data []byte, salt uint32) (ops []op, good int, err error) {
 	for good < len(data) {
-		payload, ok := recordAt(data[good:])
+		payload, ok := recordAt(data[good:], salt)
 		if !ok {
 			for p := good + 1; p+recordHeader < len(data); p++ {
-				if _, ok := recordAt(data[p:]); ok {
+				if _, ok := recordAt(data[p:], salt); ok {
 					return nil, 0, fmt.Errorf("%w: bad record at byte %d of %d, a whole one at %d", errLogCorrupt, good, len(data), p)
 				}
 			}
@@ -145,8 +168,8 @@ func readLog(data []byte) (ops []op, good int, err error) {
 }
 
 // recordAt returns the payload of the record at the start of b if it is whole: its length
-// fits, its checksum matches and it is of this version.
-func recordAt(b []byte) (payload []byte, ok bool) {
+// fits and its checksum, salted with this generation's salt, matches.
+func recordAt(b []byte, salt uint32) (payload []byte, ok bool) {
 	if len(b) < recordHeader {
 		return nil, false
 	}
@@ -155,21 +178,30 @@ func recordAt(b []byte) (payload []byte, ok bool) {
 		return nil, false
 	}
 	payload = b[recordHeader : recordHeader+int(n)]
-	if crc32.Checksum(payload, castagnoli) != binary.LittleEndian.Uint32(b[4:]) || payload[0] != logVersion {
+	if checksum(salt, payload) != binary.LittleEndian.Uint32(b[4:]) {
 		return nil, false
 	}
 	return payload, true
 }
 
-// append writes one record holding payload and returns once it is durable. On failure the
+func checksum(salt uint32, payload []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, binary.LittleEndian.AppendUint32(nil, salt)), castagnoli, payload)
+}
+
+// append seals rec (built by newRecord and encodeOps), writes it and returns once it is durable. On failure the
 // log is cut back to its last whole record, so a later record never follows a partial one.
 func (l *wal) append(rec []byte) error {
+	if l.stale {
+		if err := l.reset(); err != nil {
+			return err
+		}
+	}
 	if l.dirty {
 		if err := l.trim(); err != nil {
 			return fmt.Errorf("trim change log after a failed write: %w", err)
 		}
 	}
-	_, err := writeLog(l.f, rec, l.size)
+	_, err := writeLog(l.f, l.seal(rec), l.size)
 	if err == nil {
 		err = unix.Fdatasync(int(l.f.Fd()))
 	}
@@ -194,26 +226,33 @@ func (l *wal) trim() error {
 	return nil
 }
 
-// reset empties the log once its changes are durable in the state file.
+// reset empties the log once its changes are durable in the state file, under a new salt:
+// a crash that leaves the new header before old records makes those fail their checksum (they
+// are in the state file already), and one that leaves the old header replays them again.
 func (l *wal) reset() error {
-	l.size = 0
+	l.stale = true
+	l.salt = rand.Uint32()
+	hdr := binary.LittleEndian.AppendUint32(logMagic[:], l.salt)
+	if _, err := writeLog(l.f, hdr, 0); err != nil {
+		return fmt.Errorf("empty change log: %w", err)
+	}
+	l.size = logHeader
 	if err := l.trim(); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
+	l.stale = false
 	return nil
 }
 
 func (l *wal) close() error { return l.f.Close() }
 
-// newRecord starts a record in buf (reused): header space and the payload's version byte.
-func newRecord(buf []byte) []byte {
-	return append(buf[:0], 0, 0, 0, 0, 0, 0, 0, 0, logVersion)
-}
+// newRecord starts a record in buf (reused): room for its header.
+func newRecord(buf []byte) []byte { return append(buf[:0], make([]byte, recordHeader)...) }
 
-// sealRecord fills in the header of a record built by newRecord and encodeOps.
-func sealRecord(rec []byte) []byte {
+// seal fills in the header of a record built by newRecord and encodeOps.
+func (l *wal) seal(rec []byte) []byte {
 	payload := rec[recordHeader:]
 	binary.LittleEndian.PutUint32(rec, uint32(len(payload)))
-	binary.LittleEndian.PutUint32(rec[4:], crc32.Checksum(payload, castagnoli))
+	binary.LittleEndian.PutUint32(rec[4:], checksum(l.salt, payload))
 	return rec
 }

@@ -144,9 +144,9 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 		// Open moves the whole records into the state file and leaves nothing of the torn rest.
 		if fi, err := os.Stat(logPath(path)); err != nil {
 			t.Fatal(err)
-		} else if fi.Size() != 0 {
+		} else if fi.Size() != logHeader {
 			r.Close()
-			t.Fatalf("log cut at %d: %d bytes left after the restart, want none", n, fi.Size())
+			t.Fatalf("log cut at %d: %d bytes left after the restart, want its header alone", n, fi.Size())
 		}
 		got := addrsOf(t, r)
 		if len(got) != whole {
@@ -214,11 +214,10 @@ func TestLogDamagedBeforeItsEndIsRebuilt(t *testing.T) {
 	img := snapshot(t, path)
 	s.Close()
 	for name, at := range map[string]int{
-		"payload":           ends[0] / 2,
-		"length, too long":  3,                      // the first record's length now runs past the end
-		"length, too short": ends[0],                // the second record's length shrinks by one
-		"checksum":          ends[1] + 4 + 1,        // the third record's checksum
-		"version":           ends[0] + recordHeader, // the second record's version byte
+		"payload":           (logHeader + ends[0]) / 2,
+		"length, too long":  logHeader + 3,   // the first record's length now runs past the end
+		"length, too short": ends[0],         // the second record's length shrinks by one
+		"checksum":          ends[1] + 4 + 1, // the third record's checksum
 	} {
 		t.Run(name, func(t *testing.T) {
 			damaged := slices.Clone(img.log)
@@ -277,7 +276,7 @@ func TestReplayOverACheckpointedStateIsHarmless(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := snapshot(t, path)
-	if len(img.log) != 0 {
+	if len(img.log) != logHeader {
 		t.Fatalf("log holds %d bytes after a checkpoint", len(img.log))
 	}
 	img.log = logged
@@ -435,8 +434,8 @@ func TestACleanCloseLeavesAFileACNSWithoutTheLogReads(t *testing.T) {
 			t.Errorf("%s: schema %q, want %q", when, schema, tc.want)
 		}
 	}
-	if fi, err := os.Stat(logPath(path)); err != nil || fi.Size() != 0 {
-		t.Fatalf("log after a clean close: %v %v, want empty", fi, err)
+	if fi, err := os.Stat(logPath(path)); err != nil || fi.Size() != logHeader {
+		t.Fatalf("log after a clean close: %v %v, want its header alone", fi, err)
 	}
 }
 
@@ -458,5 +457,137 @@ func TestAChangeBboltWouldRefuseFailsAlone(t *testing.T) {
 	defer r.Close()
 	if got := addrsOf(t, r); len(got) != 1 {
 		t.Fatalf("allocations %v, want alloc 2", got)
+	}
+}
+
+// setSchema rewrites the schema of the state file at path, as another cns would have left it,
+// and runs change on its buckets.
+func setSchema(t *testing.T, path, schema string, change func(tx *bolt.Tx) error) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.Update(func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(keySchema, []byte(schema)); err != nil {
+			return err
+		}
+		return change(tx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestALogOlderThanTheFileIsNotReplayed: a file that says schema 2 was closed cleanly with
+// the log empty, or written since by a cns without the log (a rollback). A log left beside it
+// is older than the file; replaying it would bring back what that cns changed, here an
+// address it gave to another pod.
+func TestALogOlderThanTheFileIsNotReplayed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	mustPut(t, s, alloc(1))
+	img := snapshot(t, path)
+	s.Close()
+	path = img.restore(t)
+	other := Allocation{Addr: alloc(1).Addr, Owner: alloc(5).Owner}
+	v, err := encodeAllocation(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	setSchema(t, path, "2", func(tx *bolt.Tx) error { return tx.Bucket(bucketAllocations).Put(allocKey(other.Owner.Key), v) })
+	r := open(t, path)
+	defer r.Close()
+	st, err := r.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Allocations) != 1 || st.Allocations[0].Owner.Key != other.Owner.Key {
+		t.Fatalf("allocations %+v, want only the one the later cns made", st.Allocations)
+	}
+}
+
+// TestCloseSaysSchema2OnlyWithTheLogEmpty: when the log cannot be emptied at Close, the file
+// keeps schema 3, so a cns without the log refuses it instead of losing what the log holds.
+func TestCloseSaysSchema2OnlyWithTheLogEmpty(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	mustPut(t, s, alloc(1))
+	truncateLog = func(*os.File, int64) error { return syscall.EIO }
+	t.Cleanup(func() { truncateLog = (*os.File).Truncate })
+	s.Close()
+	truncateLog = (*os.File).Truncate
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bolt.Tx) error {
+		if got := string(tx.Bucket(bucketMeta).Get(keySchema)); got != "3" {
+			t.Errorf("schema %q after a close that could not empty the log, want 3", got)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestNothingIsCutBeforeTheStateIsAccepted: a log of another format, or a torn log beside a
+// file this cns refuses (a newer schema), is left byte for byte as it was: the cns that wrote
+// it may still need it.
+func TestNothingIsCutBeforeTheStateIsAccepted(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	mustPut(t, s, alloc(1), alloc(2))
+	img := snapshot(t, path)
+	s.Close()
+	for name, tc := range map[string]struct {
+		log    []byte
+		schema string
+	}{
+		"another format": {append([]byte("vcl9"), img.log[4:]...), "3"},
+		"newer schema":   {img.log[:len(img.log)-3], "4"},
+	} {
+		path := crashImage{db: img.db, log: tc.log}.restore(t)
+		setSchema(t, path, tc.schema, func(*bolt.Tx) error { return nil })
+		if r, moved, err := Open(path, slog.New(slog.DiscardHandler)); err == nil || moved != "" {
+			if r != nil {
+				r.Close()
+			}
+			t.Fatalf("%s: open moved %q, %v; want a refusal", name, moved, err)
+		}
+		if b, err := os.ReadFile(logPath(path)); err != nil || !bytes.Equal(b, tc.log) {
+			t.Fatalf("%s: the log was changed (%d bytes, had %d)", name, len(b), len(tc.log))
+		}
+	}
+}
+
+// TestRecordsOfAnEarlierGenerationAreNotReplayed: after a checkpoint the log starts again; a
+// crash can expose the earlier generation's bytes behind the new records (blocks reused, the
+// size written before the data, as ext4 without a journal allows). Those records were applied
+// already and must not be again: here one would bring back an allocation released since.
+func TestRecordsOfAnEarlierGenerationAreNotReplayed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	big := alloc(1)
+	big.Owner.PodName = strings.Repeat("p", 300)
+	mustPut(t, s, big, alloc(2))
+	earlier := snapshot(t, path).log
+	if _, err := s.Load(); err != nil { // checkpoints: the log starts again
+		t.Fatal(err)
+	}
+	if err := s.ReleaseAllocation(alloc(2).Owner.Key, alloc(2).Addr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	img := snapshot(t, path)
+	if len(img.log) >= len(earlier) {
+		t.Fatalf("test setup: the new log (%d bytes) must be shorter than the earlier one (%d)", len(img.log), len(earlier))
+	}
+	img.log = append(img.log, earlier[len(img.log):]...) // the earlier bytes behind the new record
+	r := open(t, img.restore(t))
+	defer r.Close()
+	if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{big.Addr}) {
+		t.Fatalf("allocations %v, want %v: a record of the earlier generation was replayed", got, big.Addr)
 	}
 }
