@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/vnet-cni/vnet-cni/ipampool"
@@ -92,6 +93,11 @@ func (s *poolService) WatchPool(_ *cnsv1.WatchPoolRequest, stream cnsv1grpc.Pool
 	}
 	ch, dropped, cancel := s.m.events.subscribe()
 	defer cancel()
+	// The header tells the client its subscription is in place: every later event reaches it,
+	// so it may read the pool once and then follow the events.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
+	}
 	var told uint64
 	for {
 		select {

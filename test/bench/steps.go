@@ -13,7 +13,6 @@ import (
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
-	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
 type mockarmConfig = mockarm.Config
@@ -66,9 +65,65 @@ func burst(ctx context.Context, c Config, r *Results) error {
 	return nil
 }
 
+// settle waits until cond holds of cns's pool counts. A step charges cns's CPU to its ADDs, so
+// the wait must not add to it: it follows the pool's events (WatchPool, each with the counts
+// after it) and reads the pool only every half second, for the changes no event reports (a
+// cooldown ending). Reading it every 10 ms cost cns more CPU than the 30 ADDs it waited after.
 func settle(pool cnsv1grpc.PoolServiceClient, cond func(*cnsv1.PoolCounts) bool) error {
-	_, err := stack.PollPool(pool, 30*time.Second, func(p *cnsv1.GetPoolResponse) bool { return cond(p.GetCounts()) })
-	return err
+	return settleEvery(pool, 500*time.Millisecond, cond)
+}
+
+func settleEvery(pool cnsv1grpc.PoolServiceClient, every time.Duration, cond func(*cnsv1.PoolCounts) bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := pool.WatchPool(ctx, &cnsv1.WatchPoolRequest{})
+	if err != nil {
+		return fmt.Errorf("watch the pool: %w", err)
+	}
+	if _, err := stream.Header(); err != nil { // cns sends it once subscribed: no event is missed after it
+		return fmt.Errorf("watch the pool: %w", err)
+	}
+	events := make(chan *cnsv1.PoolCounts)
+	go func() {
+		defer close(events)
+		for {
+			ev, err := stream.Recv()
+			if err != nil {
+				return
+			}
+			select {
+			case events <- ev.GetCounts():
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var last *cnsv1.PoolCounts
+	read := func() bool {
+		if p, err := pool.GetPool(ctx, &cnsv1.GetPoolRequest{}); err == nil {
+			last = p.GetCounts()
+		}
+		return last != nil && cond(last)
+	}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for done := read(); !done; {
+		select {
+		case c, ok := <-events:
+			if !ok {
+				events = nil // the stream ended: reads alone from here
+				continue
+			}
+			if c != nil {
+				last, done = c, cond(c)
+			}
+		case <-tick.C:
+			done = read()
+		case <-ctx.Done():
+			return fmt.Errorf("pool did not settle within 30 s; last seen: %v", last)
+		}
+	}
+	return nil
 }
 
 // memory: resident memory of an idle cns process holding 250 assigned addresses.
