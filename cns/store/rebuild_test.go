@@ -78,10 +78,7 @@ func interruptRebuild(t *testing.T, damaged, step string, want []Allocation) {
 // damageLog leaves at path a sound state file and a log whose first of two records is damaged.
 func damageLog(t *testing.T, path string) {
 	t.Helper()
-	s := open(t, path)
-	ends := recordEnds(t, s, path, alloc(8), alloc(9))
-	img := snapshot(t, path)
-	s.Close()
+	img, ends := loggedImage(t, alloc(8), alloc(9))
 	img.log[ends[0]/2] ^= 0xff
 	if err := os.WriteFile(path, img.db, 0o600); err != nil {
 		t.Fatal(err)

@@ -56,15 +56,18 @@ func mustPut(t *testing.T, s *Store, allocs ...Allocation) {
 	}
 }
 
-// recordEnds commits allocations one at a time and returns the log's size after each.
-func recordEnds(t *testing.T, s *Store, path string, allocs ...Allocation) []int {
+// loggedImage commits allocations one at a time (one record each) to a new store and returns
+// what a crash right after them would leave, and the log's size after each record.
+func loggedImage(t *testing.T, allocs ...Allocation) (img crashImage, ends []int) {
 	t.Helper()
-	var ends []int
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
 	for _, a := range allocs {
 		mustPut(t, s, a)
 		ends = append(ends, len(snapshot(t, path).log))
 	}
-	return ends
+	return snapshot(t, path), ends
 }
 
 func addrsOf(t *testing.T, s *Store) []netip.Addr {
@@ -115,11 +118,7 @@ func TestCommitsAreDurableInTheLogAlone(t *testing.T) {
 // during a write can: the state read back is that of the whole records before the cut, the
 // torn rest is trimmed, and commits after the restart read back after another restart.
 func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	s := open(t, path)
-	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3), alloc(4))
-	img := snapshot(t, path)
-	s.Close()
+	img, ends := loggedImage(t, alloc(1), alloc(2), alloc(3), alloc(4))
 	// Every byte around each record's start and end (its header, its last bytes), and a
 	// stride through the rest: each restart costs a few fsyncs.
 	var cuts []int
@@ -171,11 +170,7 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 // in its place, at its end, or in its header with its payload on disk. Each is the torn last
 // record (never acknowledged), not damage: the state keeps every record before it.
 func TestATornLastRecordIsDropped(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	s := open(t, path)
-	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3))
-	img := snapshot(t, path)
-	s.Close()
+	img, ends := loggedImage(t, alloc(1), alloc(2), alloc(3))
 	last := ends[1]
 	zero := func(from, to int) []byte {
 		lg := slices.Clone(img.log)
@@ -208,11 +203,7 @@ func TestATornLastRecordIsDropped(t *testing.T) {
 // acknowledged changes may be lost (a crash tears only the last record), so the state is
 // rebuilt, as for a damaged state file, and the damaged log is kept beside it.
 func TestLogDamagedBeforeItsEndIsRebuilt(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	s := open(t, path)
-	ends := recordEnds(t, s, path, alloc(1), alloc(2), alloc(3))
-	img := snapshot(t, path)
-	s.Close()
+	img, ends := loggedImage(t, alloc(1), alloc(2), alloc(3))
 	for name, at := range map[string]int{
 		"payload":           (logHeader + ends[0]) / 2,
 		"length, too long":  logHeader + 3,   // the first record's length now runs past the end
