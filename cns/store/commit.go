@@ -19,8 +19,8 @@ const (
 	// maxGroup bounds one group commit so a flood cannot starve its first caller.
 	maxGroup = 512
 	// checkpointBytes is the log size at which the committer moves the log into the state
-	// file: bounded replay at start and a small file, for about one checkpoint a second at
-	// 10,000 pairs a second.
+	// file: a bounded replay at start, for a few checkpoints a second at 10,000 pairs a
+	// second (a pair logs about 300 bytes), each a transaction of a few thousand changes.
 	checkpointBytes = 1 << 20
 	lockTimeout     = 2 * time.Second
 )
