@@ -282,16 +282,44 @@ func TestDemoTellsTheCrossNodeStory(t *testing.T) {
 }
 
 func TestCorruptStateIsRebuiltFromDatapath(t *testing.T) {
-	v := start(t, "corrupt", 1)
+	t.Run("state file", func(t *testing.T) {
+		rebuiltFromDatapath(t, "corrupt", func(n *vnet.Node) {
+			if err := n.StopCNS(); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Truncate(filepath.Join(n.Dir, "cns.db"), 100); err != nil { // a torn write: the file is unreadable
+				t.Fatal(err)
+			}
+		})
+	})
+	t.Run("change log", func(t *testing.T) {
+		rebuiltFromDatapath(t, "corruptlog", func(n *vnet.Node) {
+			n.KillCNS() // the log keeps the commits since the last checkpoint
+			path := filepath.Join(n.Dir, "cns.db.wal")
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Past the log's header and the first record's (8 bytes each): a byte of the first
+			// record's changes, with the records of both pods after it.
+			if len(b) < 200 {
+				t.Fatalf("log of %d bytes: want the two pods' records", len(b))
+			}
+			b[8+8+2] ^= 0xff
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+}
+
+// rebuiltFromDatapath runs two pods on a node, damages its state with damage (which stops
+// cns), and checks that cns rebuilds both allocations from the datapath and says so.
+func rebuiltFromDatapath(t *testing.T, name string, damage func(n *vnet.Node)) {
+	v := start(t, name, 1)
 	n := v.Nodes[0]
 	a, b := addPod(t, n, "a"), addPod(t, n, "b")
-	if err := n.StopCNS(); err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(n.Dir, "cns.db")
-	if err := os.Truncate(db, 100); err != nil { // a torn write: the file is unreadable
-		t.Fatal(err)
-	}
+	damage(n)
 	if err := n.StartCNS(); err != nil {
 		t.Fatal(err)
 	}
