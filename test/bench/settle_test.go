@@ -34,12 +34,17 @@ func (p *countingPool) GetPool(ctx context.Context, in *cnsv1.GetPoolRequest, op
 func TestSettleFollowsThePoolsEvents(t *testing.T) {
 	s := stack.Start(t, stack.Options{})
 	s.WaitFor("ready", func(p *cnsv1.GetPoolResponse) bool { return p.GetCounts().GetAvailable() > 0 })
+	requested := make(chan error, 1)
 	pool := &countingPool{PoolServiceClient: s.Pool, after: func() {
-		if _, err := s.Request(s.Ctx(), "settle"); err != nil {
-			t.Error(err)
-		}
+		_, err := s.Request(s.Ctx(), "settle")
+		requested <- err
 	}}
-	if err := settleEvery(pool, time.Hour, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 1 }); err != nil {
+	err := settleEvery(pool, time.Hour, func(c *cnsv1.PoolCounts) bool { return c.GetAssigned() == 1 })
+	// cns publishes the event before its answer reaches the client: wait for the answer too.
+	if rerr := <-requested; rerr != nil {
+		t.Fatal(rerr)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	if n := pool.reads.Load(); n != 1 {
