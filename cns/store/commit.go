@@ -54,7 +54,10 @@ func (s *Store) committer() {
 			asked = asked || c.checkpoint
 		}
 		var err error
-		if len(rec) > recordHeader {
+		if s.log.rotate && len(rec) > recordHeader {
+			err = checkpoint(s.db, s.log, nil) // a write failed: a new generation before the next record
+		}
+		if err == nil && len(rec) > recordHeader {
 			err = s.log.append(rec)
 		}
 		var cpErr error
@@ -97,7 +100,7 @@ func checkpoint(db *bolt.DB, lg *wal, ops []op) error {
 			return fmt.Errorf("checkpoint: %w", err)
 		}
 	}
-	if lg.size <= logHeader && !lg.dirty && !lg.stale {
+	if lg.size <= logHeader && !lg.dirty && !lg.stale && !lg.rotate {
 		return nil
 	}
 	return lg.reset()

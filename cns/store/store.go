@@ -103,6 +103,16 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	if err != nil && !isCorrupt(err) {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err) // never discard state for an operational error
 	}
+	older := err == nil && (found == string(schemaClosed) || found == string(schemaV1))
+	if older {
+		// Closed cleanly with the log empty, or written since by a cns without the log (a
+		// rollback): whatever the log holds, whole or damaged, is older than the file.
+		if len(logged) > 0 || logErr != nil {
+			log.Warn("ignoring the change log: the state file was written after it", "path", path, "schema", found,
+				"changes", len(logged), "logErr", logErr)
+		}
+		logged, logErr = nil, nil
+	}
 	if err != nil || logErr != nil {
 		if db != nil {
 			db.Close()
@@ -121,21 +131,22 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
 	}
-	if found == string(schemaClosed) || found == string(schemaV1) {
-		// Closed cleanly with the log empty, or written since by a cns without the log (a
-		// rollback): whatever the log holds is older than the file and must not be replayed.
-		if len(logged) > 0 {
-			log.Warn("ignoring the change log: the state file was written after it", "path", path, "schema", found, "changes", len(logged))
-		}
-		logged, lg.stale = nil, true
-	}
 	if err = syncDir(filepath.Dir(path)); err != nil { // the state file may be new too
 		db.Close()
 		return nil, "", err
 	}
+	// Every start begins a new generation of the log (a new salt), after applying what it held.
+	lg.stale = true
 	if err = checkpoint(db, lg, logged); err != nil {
 		db.Close()
 		return nil, "", fmt.Errorf("replay change log into %s: %w", path, err)
+	}
+	// Only now, the log applied and empty, may the file say a cns without the log must refuse it.
+	if older {
+		if err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, schemaVersion) }); err != nil {
+			db.Close()
+			return nil, "", fmt.Errorf("mark state %s: %w", path, err)
+		}
 	}
 	s = &Store{db: db, log: lg, logger: log, reqs: make(chan commit, maxGroup), stopped: make(chan struct{})}
 	go s.committer()
@@ -162,8 +173,8 @@ func rebuildCorrupt(path string, log *slog.Logger, rebuild RebuildFunc, dbErr, l
 	return movedAside, nil
 }
 
-// openDB opens the file, creating its buckets, and marks it schemaVersion; found is the
-// schema it said before (empty for a new file).
+// openDB opens the file, creating its buckets; found is the schema it says (a new file is
+// marked schemaVersion, and found is empty).
 func openDB(path string) (db *bolt.DB, found string, err error) {
 	// The freelist stays synced: without it bbolt rebuilds the freelist at open on a goroutine
 	// of its own, where a damaged page panics beyond any recover (see openChecked).
@@ -182,8 +193,10 @@ func openDB(path string) (db *bolt.DB, found string, err error) {
 		if v != nil && !slices.ContainsFunc([][]byte{schemaVersion, schemaClosed, schemaV1}, func(k []byte) bool { return bytes.Equal(k, v) }) {
 			return fmt.Errorf("state schema %q, this cns reads %q", v, schemaVersion)
 		}
-		found = string(v)
-		return meta.Put(keySchema, schemaVersion)
+		if found = string(v); v != nil {
+			return nil // Open marks an older file schemaVersion once its log is dealt with
+		}
+		return meta.Put(keySchema, schemaVersion) // a new file is this cns's from the start
 	})
 	if err != nil {
 		db.Close()

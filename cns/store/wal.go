@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -54,6 +55,8 @@ type wal struct {
 	size  int64 // bytes of the header and the whole records; the file is never trusted beyond it
 	dirty bool  // bytes past size (a failed write, a torn record) are still to be cut off
 	stale bool  // the header must be written anew (a new file, a failed reset) before a record
+	// rotate: a write failed; the log must be checkpointed and reset before the next record.
+	rotate bool
 }
 
 // openLog opens (creating if needed) the log at path and locks it, so a second cns waits
@@ -96,7 +99,11 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 		return nil, err
 	}
 	if len(data) < logHeader || [logHeader]byte(data[:logHeader]) == [logHeader]byte{} {
-		// New, or a crash while the header was written (a reset, after a checkpoint).
+		// New, or a crash while its first header was written. A reset syncs the header before
+		// any record, so records behind a zero header mean the header was damaged.
+		if len(data) > logHeader && slices.ContainsFunc(data[logHeader:], func(b byte) bool { return b != 0 }) {
+			return nil, fmt.Errorf("%w: zero header before %d bytes", errLogCorrupt, len(data)-logHeader)
+		}
 		l.stale, l.dirty = true, len(data) > 0
 		return nil, nil
 	}
@@ -111,7 +118,7 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	l.size = int64(logHeader + good)
 	if l.size < int64(len(data)) {
 		l.dirty = true
-		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): dropping it",
+		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): ignoring it",
 			"path", l.f.Name(), "bytes", int64(len(data))-l.size)
 	}
 	return ops, nil
@@ -206,6 +213,10 @@ func (l *wal) append(rec []byte) error {
 		err = unix.Fdatasync(int(l.f.Fd()))
 	}
 	if err != nil {
+		// The failed record may still reach the disk; the next record must not be written in
+		// its place under the same salt, where a crash could expose it whole: the committer
+		// checkpoints and starts a new generation first (rotate).
+		l.rotate = true
 		_ = l.trim() // on failure dirty stays set and the next append trims first
 		return fmt.Errorf("write change log: %w", err)
 	}
@@ -240,7 +251,7 @@ func (l *wal) reset() error {
 	if err := l.trim(); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
-	l.stale = false
+	l.stale, l.rotate = false, false
 	return nil
 }
 

@@ -209,12 +209,16 @@ func TestLogDamagedBeforeItsEndIsRebuilt(t *testing.T) {
 		"length, too long":  logHeader + 3,   // the first record's length now runs past the end
 		"length, too short": ends[0],         // the second record's length shrinks by one
 		"checksum":          ends[1] + 4 + 1, // the third record's checksum
+		"header":            0,               // zeroed, with the records behind it
 	} {
 		t.Run(name, func(t *testing.T) {
 			damaged := slices.Clone(img.log)
-			if name == "length, too short" {
+			switch name {
+			case "header":
+				clear(damaged[:logHeader])
+			case "length, too short":
 				damaged[at]--
-			} else {
+			default:
 				damaged[at] ^= 0x40
 			}
 			if name == "checksum" { // a bad last record is the torn one; damage one with a record after it
@@ -471,31 +475,52 @@ func setSchema(t *testing.T, path, schema string, change func(tx *bolt.Tx) error
 }
 
 // TestALogOlderThanTheFileIsNotReplayed: a file that says schema 2 was closed cleanly with
-// the log empty, or written since by a cns without the log (a rollback). A log left beside it
-// is older than the file; replaying it would bring back what that cns changed, here an
-// address it gave to another pod.
+// the log empty, or written since by a cns without the log (a rollback). A log left beside it,
+// whole or damaged, is older than the file: replaying it would bring back what that cns
+// changed (here an address it gave to another pod), and its damage is no reason to rebuild.
+// A start that fails before the file is marked 3 leaves it 2, so the next start ignores the
+// log too.
 func TestALogOlderThanTheFileIsNotReplayed(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "state.db")
-	s := open(t, path)
-	mustPut(t, s, alloc(1))
-	img := snapshot(t, path)
-	s.Close()
-	path = img.restore(t)
+	img, ends := loggedImage(t, alloc(1), alloc(2))
 	other := Allocation{Addr: alloc(1).Addr, Owner: alloc(5).Owner}
 	v, err := encodeAllocation(other)
 	if err != nil {
 		t.Fatal(err)
 	}
-	setSchema(t, path, "2", func(tx *bolt.Tx) error { return tx.Bucket(bucketAllocations).Put(allocKey(other.Owner.Key), v) })
-	r := open(t, path)
-	defer r.Close()
-	st, err := r.Load()
-	if err != nil {
-		t.Fatal(err)
+	damaged := slices.Clone(img.log)
+	damaged[ends[0]/2] ^= 0xff
+	for name, lg := range map[string][]byte{"whole": img.log, "damaged": damaged, "after a failed start": img.log} {
+		t.Run(name, func(t *testing.T) {
+			path := crashImage{db: img.db, log: lg}.restore(t)
+			setSchema(t, path, "2", func(tx *bolt.Tx) error {
+				if err := tx.Bucket(bucketAllocations).Delete(allocKey(alloc(2).Owner.Key)); err != nil {
+					return err
+				}
+				return tx.Bucket(bucketAllocations).Put(allocKey(other.Owner.Key), v)
+			})
+			if name == "after a failed start" {
+				writeLog = func(*os.File, []byte, int64) (int, error) { return 0, syscall.EIO }
+				if r, _, err := Open(path, slog.New(slog.DiscardHandler)); err == nil {
+					r.Close()
+					t.Fatal("open with a log that cannot be written succeeded")
+				}
+				writeLog = (*os.File).WriteAt
+			}
+			r, moved, err := Open(path, slog.New(slog.DiscardHandler))
+			if err != nil || moved != "" {
+				t.Fatalf("open: moved %q, %v; want the log ignored", moved, err)
+			}
+			defer r.Close()
+			st, err := r.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(st.Allocations) != 1 || st.Allocations[0].Owner.Key != other.Owner.Key {
+				t.Fatalf("allocations %+v, want only the one the later cns made", st.Allocations)
+			}
+		})
 	}
-	if len(st.Allocations) != 1 || st.Allocations[0].Owner.Key != other.Owner.Key {
-		t.Fatalf("allocations %+v, want only the one the later cns made", st.Allocations)
-	}
+	t.Cleanup(func() { writeLog = (*os.File).WriteAt })
 }
 
 // TestCloseSaysSchema2OnlyWithTheLogEmpty: when the log cannot be emptied at Close, the file
@@ -555,30 +580,62 @@ func TestNothingIsCutBeforeTheStateIsAccepted(t *testing.T) {
 
 // TestRecordsOfAnEarlierGenerationAreNotReplayed: after a checkpoint the log starts again; a
 // crash can expose the earlier generation's bytes behind the new records (blocks reused, the
-// size written before the data, as ext4 without a journal allows). Those records were applied
-// already and must not be again: here one would bring back an allocation released since.
+// size written before the data, as ext4 without a journal allows). Here the new record ends
+// where an earlier one began, a release of the very allocation the new record makes: replayed,
+// it would lose an acknowledged allocation.
 func TestRecordsOfAnEarlierGenerationAreNotReplayed(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
 	defer s.Close()
-	big := alloc(1)
-	big.Owner.PodName = strings.Repeat("p", 300)
-	mustPut(t, s, big, alloc(2))
+	mustPut(t, s, alloc(2))
+	if err := s.ReleaseAllocation(alloc(2).Owner.Key, alloc(2).Addr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
 	earlier := snapshot(t, path).log
 	if _, err := s.Load(); err != nil { // checkpoints: the log starts again
 		t.Fatal(err)
 	}
-	if err := s.ReleaseAllocation(alloc(2).Owner.Key, alloc(2).Addr, time.Time{}); err != nil {
-		t.Fatal(err)
-	}
+	mustPut(t, s, alloc(2)) // the same record as the earlier first one, under another salt
 	img := snapshot(t, path)
 	if len(img.log) >= len(earlier) {
 		t.Fatalf("test setup: the new log (%d bytes) must be shorter than the earlier one (%d)", len(img.log), len(earlier))
 	}
-	img.log = append(img.log, earlier[len(img.log):]...) // the earlier bytes behind the new record
-	r := open(t, img.restore(t))
+	img.log = append(img.log, earlier[len(img.log):]...) // the earlier release behind the new record
+	r, moved, err := Open(img.restore(t), slog.New(slog.DiscardHandler))
+	if err != nil || moved != "" {
+		t.Fatalf("open: moved %q, %v; want the earlier bytes taken for a torn record", moved, err)
+	}
 	defer r.Close()
-	if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{big.Addr}) {
-		t.Fatalf("allocations %v, want %v: a record of the earlier generation was replayed", got, big.Addr)
+	if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{alloc(2).Addr}) {
+		t.Fatalf("allocations %v, want %v: a record of the earlier generation was replayed", got, alloc(2).Addr)
+	}
+}
+
+// TestAFailedWriteStartsANewGeneration: the failed record may reach the disk whole; the next
+// one is not written in its place under the same salt, where a crash could expose it.
+func TestAFailedWriteStartsANewGeneration(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	mustPut(t, s, alloc(1))
+	salt := func() []byte { return snapshot(t, path).log[4:logHeader] }
+	before := salt()
+	writeLog = func(f *os.File, b []byte, off int64) (int, error) {
+		n, _ := f.WriteAt(b, off)
+		return n, syscall.EIO
+	}
+	t.Cleanup(func() { writeLog = (*os.File).WriteAt })
+	if err := s.PutAllocation(alloc(2)); err == nil {
+		t.Fatal("a commit whose write failed was acknowledged")
+	}
+	writeLog = (*os.File).WriteAt
+	mustPut(t, s, alloc(3))
+	if bytes.Equal(salt(), before) {
+		t.Fatal("the record after a failed write was written under the same salt")
+	}
+	r := open(t, snapshot(t, path).restore(t))
+	defer r.Close()
+	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(3).Addr}; !slices.Equal(got, want) {
+		t.Fatalf("after a crash: %v, want %v", got, want)
 	}
 }
