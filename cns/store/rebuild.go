@@ -32,15 +32,25 @@ func replaceCorrupt(path, stamp string, rebuild RebuildFunc) (movedAside string,
 	if err := rebuildFault(stepCopied); err != nil {
 		return "", err
 	}
+	if err := buildInPlace(path, rebuild); err != nil {
+		return "", err
+	}
+	return movedAside, nil
+}
+
+// buildInPlace builds a state file holding what rebuild returns in a temporary file beside
+// path and renames it to path as the very last step, so a crash, a full disk or a failed
+// rebuild half-way leaves path as it was (damaged, or absent) for the next start to redo.
+func buildInPlace(path string, rebuild RebuildFunc) (err error) {
 	var allocs []Allocation
 	if rebuild != nil {
 		if allocs, err = rebuild(); err != nil {
-			return "", fmt.Errorf("read what to rebuild: %w", err)
+			return fmt.Errorf("read what to rebuild: %w", err)
 		}
 	}
 	tmp := path + ".rebuild"
 	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("remove an earlier unfinished rebuild: %w", err)
+		return fmt.Errorf("remove an earlier unfinished rebuild: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -48,15 +58,15 @@ func replaceCorrupt(path, stamp string, rebuild RebuildFunc) (movedAside string,
 		}
 	}()
 	if err := writeFresh(tmp, allocs); err != nil {
-		return "", err
+		return err
 	}
 	if err := rebuildFault(stepSynced); err != nil {
-		return "", err
+		return err
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("put the rebuilt state in place: %w", err)
+		return fmt.Errorf("put the rebuilt state in place: %w", err)
 	}
-	return movedAside, syncDir(filepath.Dir(path))
+	return syncDir(filepath.Dir(path))
 }
 
 // writeFresh creates a new state file at path holding allocs, committed in one transaction

@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
+	"time"
 )
 
 func writeGarbage(t *testing.T, path string) {
@@ -162,5 +164,44 @@ func TestRebuildKeepsEveryOwnerField(t *testing.T) {
 	}
 	if len(st.Allocations) != 1 || !reflect.DeepEqual(st.Allocations[0].Owner, a.Owner) {
 		t.Fatalf("owner after rebuild:\n got %+v\nwant %+v", st.Allocations, a.Owner)
+	}
+}
+
+// TestAMissingStateFileStartsFromTheDatapath: a state file cns creates (a deleted one, a new
+// disk) starts with the live pods the datapath shows, so their addresses never look free; an
+// existing file is never rebuilt from the datapath.
+func TestAMissingStateFileStartsFromTheDatapath(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{alloc(7)}))
+	if err != nil || moved != "" {
+		t.Fatalf("open: moved %q, %v", moved, err)
+	}
+	if got := addrsOf(t, s); !slices.Equal(got, []netip.Addr{alloc(7).Addr}) {
+		t.Fatalf("allocations %v, want the datapath's", got)
+	}
+	if err := s.ReleaseAllocation(alloc(7).Owner.Key, alloc(7).Addr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, _, err = OpenRebuilding(path, slog.New(slog.DiscardHandler), func() ([]Allocation, error) {
+		t.Error("the datapath was read for an existing state file")
+		return nil, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got := addrsOf(t, s); len(got) != 0 {
+		t.Fatalf("allocations %v after the release and a restart", got)
+	}
+	// A datapath that cannot be read leaves no state file for the next start to trust.
+	fresh := filepath.Join(t.TempDir(), "state.db")
+	failing := func() ([]Allocation, error) { return nil, errors.New("netlink: dump interrupted") }
+	if s, _, err := OpenRebuilding(fresh, slog.New(slog.DiscardHandler), failing); err == nil {
+		s.Close()
+		t.Fatal("a new state file was started while the datapath could not be read")
+	}
+	if _, err := os.Stat(fresh); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state file after a start that could not read the datapath: %v, want none", err)
 	}
 }

@@ -74,7 +74,8 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 	return OpenRebuilding(path, log, nil)
 }
 
-// OpenRebuilding opens (creating if needed) the state file at path. A file that bbolt cannot
+// OpenRebuilding opens (creating if needed) the state file at path. A file it creates starts
+// with what rebuild returns (the live pods of a node whose state file was lost). A file that bbolt cannot
 // read is kept as path.corrupt-<time> (movedAside names it; the caller must say so loudly)
 // and replaced by one holding what rebuild returns. The replacement is built beside the
 // state file and renamed over it only when complete: until then the damaged file stays at
@@ -98,6 +99,11 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	logged, logErr := lg.readBack(log)
 	if logErr != nil && !errors.Is(logErr, errLogCorrupt) {
 		return nil, "", fmt.Errorf("read change log: %w", logErr)
+	}
+	if _, statErr := os.Stat(path); errors.Is(statErr, os.ErrNotExist) && rebuild != nil {
+		if err = startFromDatapath(path, log, rebuild); err != nil {
+			return nil, "", err
+		}
 	}
 	db, found, err := openChecked(path)
 	if err != nil && !isCorrupt(err) {
@@ -154,6 +160,27 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 }
 
 func logPath(statePath string) string { return statePath + ".wal" }
+
+// startFromDatapath creates the missing state file at path holding what rebuild reads from
+// the datapath. On a new node that is nothing; on a node whose state file was deleted or whose
+// disk was replaced it is every live pod, whose addresses would otherwise look free on the NIC.
+// The file appears complete or not at all (buildInPlace), so an interrupted start is redone.
+func startFromDatapath(path string, log *slog.Logger, rebuild RebuildFunc) error {
+	var n int
+	err := buildInPlace(path, func() ([]Allocation, error) {
+		allocs, err := rebuild()
+		n = len(allocs)
+		return allocs, err
+	})
+	if err != nil {
+		return fmt.Errorf("no state file at %s: %w", path, err)
+	}
+	if n > 0 {
+		log.Error("STATE REBUILT: there was no state file, but pods run on this node; their allocations were rebuilt from the datapath",
+			"path", path, "recoveredAllocations", n)
+	}
+	return nil
+}
 
 // rebuildCorrupt replaces a state file that cannot be read, or whose change log is damaged
 // before its end, by what rebuild returns. A damaged log is copied beside the damaged file

@@ -292,6 +292,18 @@ func TestCorruptStateIsRebuiltFromDatapath(t *testing.T) {
 			}
 		})
 	})
+	t.Run("state deleted", func(t *testing.T) {
+		rebuiltFromDatapath(t, "nostate", func(n *vnet.Node) {
+			if err := n.StopCNS(); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"cns.db", "cns.db.wal"} { // an operator's rm, a new disk
+				if err := os.Remove(filepath.Join(n.Dir, f)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	})
 	t.Run("change log", func(t *testing.T) {
 		rebuiltFromDatapath(t, "corruptlog", func(n *vnet.Node) {
 			n.KillCNS() // the log keeps the commits since the last checkpoint
