@@ -54,11 +54,13 @@ func (s *Store) committer() {
 			asked = asked || c.checkpoint
 		}
 		var err error
-		if s.log.rotate && len(rec) > recordHeader {
-			err = checkpoint(s.db, s.log, nil) // a write failed: a new generation before the next record
-		}
-		if err == nil && len(rec) > recordHeader {
-			err = s.log.append(rec)
+		if len(rec) > recordHeader {
+			if s.log.rotate { // a write failed: a new generation before the next record
+				err = checkpoint(s.db, s.log, nil)
+			}
+			if err == nil {
+				err = s.log.append(rec)
+			}
 		}
 		var cpErr error
 		if err == nil && (asked || s.log.size >= next) {
@@ -79,7 +81,7 @@ func (s *Store) committer() {
 	}
 	err := checkpoint(s.db, s.log, nil)
 	if err == nil { // only with the log empty may the file say a cns without the log can read it
-		err = s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, schemaClosed) })
+		err = markSchema(s.db, schemaClosed)
 	}
 	if err != nil {
 		s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
@@ -104,6 +106,10 @@ func checkpoint(db *bolt.DB, lg *wal, ops []op) error {
 		return nil
 	}
 	return lg.reset()
+}
+
+func markSchema(db *bolt.DB, schema []byte) error {
+	return db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, schema) })
 }
 
 // apply makes ops durable, in order and all or none, before it returns.

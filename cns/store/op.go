@@ -1,11 +1,11 @@
 package store
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
+	"google.golang.org/protobuf/encoding/protowire"
 )
 
 // bucketID names a bucket in a logged change.
@@ -50,19 +50,17 @@ func (o op) check() error {
 	return nil
 }
 
-// encodeOps appends ops to a record's payload.
+// encodeOps appends ops to a record's payload: per op a tag byte (bucket<<1 | delete), then the
+// key and, for a put, the value, each as protowire bytes (uvarint length, then the bytes).
 func encodeOps(rec []byte, ops []op) []byte {
 	for _, o := range ops {
 		tag := byte(o.bucket) << 1
 		if o.del {
 			tag |= 1
 		}
-		rec = append(rec, tag)
-		rec = binary.AppendUvarint(rec, uint64(len(o.key)))
-		rec = append(rec, o.key...)
+		rec = protowire.AppendBytes(append(rec, tag), o.key)
 		if !o.del {
-			rec = binary.AppendUvarint(rec, uint64(len(o.val)))
-			rec = append(rec, o.val...)
+			rec = protowire.AppendBytes(rec, o.val)
 		}
 	}
 	return rec
@@ -72,12 +70,11 @@ func encodeOps(rec []byte, ops []op) []byte {
 func decodeOps(ops []op, payload []byte) ([]op, error) {
 	b := payload
 	field := func() ([]byte, error) {
-		n, w := binary.Uvarint(b)
-		if w <= 0 || n > uint64(len(b)-w) {
-			return nil, errors.New("field runs past the record")
+		f, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, fmt.Errorf("field: %w", protowire.ParseError(n))
 		}
-		f := b[w : w+int(n)]
-		b = b[w+int(n):]
+		b = b[n:]
 		return f, nil
 	}
 	for len(b) > 0 {

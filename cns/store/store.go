@@ -75,8 +75,8 @@ func Open(path string, log *slog.Logger) (s *Store, movedAside string, err error
 }
 
 // OpenRebuilding opens (creating if needed) the state file at path. A file it creates starts
-// with what rebuild returns (the live pods of a node whose state file was lost). A file that bbolt cannot
-// read is kept as path.corrupt-<time> (movedAside names it; the caller must say so loudly)
+// with what rebuild returns (the live pods of a node whose state file was lost). A file that
+// bbolt cannot read is kept as path.corrupt-<time> (movedAside names it; the caller must say so loudly)
 // and replaced by one holding what rebuild returns. The replacement is built beside the
 // state file and renamed over it only when complete: until then the damaged file stays at
 // path, so a crash, a full disk or a failed rebuild half-way is redone at the next start
@@ -132,7 +132,7 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 				return nil, "", err
 			}
 		}
-		db, found, err = openChecked(path)
+		db, _, err = openChecked(path)
 	}
 	if err != nil {
 		return nil, "", fmt.Errorf("open state %s: %w", path, err)
@@ -149,7 +149,7 @@ func OpenRebuilding(path string, log *slog.Logger, rebuild RebuildFunc) (s *Stor
 	}
 	// Only now, the log applied and empty, may the file say a cns without the log must refuse it.
 	if older {
-		if err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketMeta).Put(keySchema, schemaVersion) }); err != nil {
+		if err = markSchema(db, schemaVersion); err != nil {
 			db.Close()
 			return nil, "", fmt.Errorf("mark state %s: %w", path, err)
 		}

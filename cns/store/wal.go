@@ -21,7 +21,7 @@ import (
 //	file:    magic "vcl1" (names the format) | salt uint32 LE (drawn anew at every reset) | record ...
 //	record:  length uint32 LE | crc32c(salt, payload) uint32 LE | payload (length bytes)
 //	payload: op ...
-//	op:      bucket<<1 | delete (one byte) | uvarint key length | key | [uvarint value length | value]
+//	op:      bucket<<1 | delete (one byte) | key | [value]   (each protowire bytes: uvarint length, bytes)
 //
 // A record is written with one write and made durable with one fdatasync before any commit in
 // it is acknowledged. Only the last record can be torn by a crash; see readLog. The salt makes
@@ -134,6 +134,8 @@ func (l *wal) read(n int64) ([]byte, error) {
 }
 
 // changes returns the changes of the whole records appended since Open or the last reset.
+// A stale log has none: its header is to be written anew, and what follows the old one is
+// either applied already or (beside an older state file) not to be applied.
 func (l *wal) changes() ([]op, error) {
 	if l.stale || l.size <= logHeader {
 		return nil, nil
@@ -195,8 +197,9 @@ func checksum(salt uint32, payload []byte) uint32 {
 	return crc32.Update(crc32.Update(0, castagnoli, binary.LittleEndian.AppendUint32(nil, salt)), castagnoli, payload)
 }
 
-// append seals rec (built by newRecord and encodeOps), writes it and returns once it is durable. On failure the
-// log is cut back to its last whole record, so a later record never follows a partial one.
+// append seals rec (built by newRecord and encodeOps), writes it and returns once it is
+// durable. On failure the log is cut back to its last whole record, so a later record never
+// follows a partial one.
 func (l *wal) append(rec []byte) error {
 	if l.stale {
 		if err := l.reset(); err != nil {
