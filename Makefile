@@ -189,8 +189,10 @@ test: build tools k8s-bins lint proto-check generate-check fuzz
 bench: build bench-deps k8s-bins
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-cni/nullcni ./test/bench/nullcni
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-nullcns ./test/bench/nullcns
 	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
-	  --pause $(RUN_DIR)/bench-pause --null $(RUN_DIR)/bench-cni/nullcni --work $(RUN_DIR)/bench --out bench/results.json
+	  --pause $(RUN_DIR)/bench-pause --null $(RUN_DIR)/bench-cni/nullcni \
+	  --null-cns $(RUN_DIR)/bench-nullcns --work $(RUN_DIR)/bench --out bench/results.json
 
 # Cluster mode at scale: NODES simulated nodes (default 1000) in CRD mode with vnet-controller
 # (leader killed mid-run), then in direct mode, against one mockarm bucket; one key=value line per mode.

@@ -28,6 +28,7 @@ type Config struct {
 	CRICtl     string // crictl, for the containerd step
 	Pause      string // static pause binary, packed into the sandbox image
 	Null       string // optional: a plugin that does nothing, the floor of any Go plugin
+	NullCNS    string // optional: test/bench/nullcns, the floor of the gRPC pairs
 	WorkDir    string
 	Out        string // results.json
 	Iterations int
@@ -236,9 +237,7 @@ func printTable(w io.Writer, r *Results) {
 		fmt.Fprintf(w, "| containerd StopPodSandbox median (p90), crictl | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | |\n",
 			r.CRI.Stop.Ours, r.CRI.Stop.OursP90, r.CRI.Stop.Ref, r.CRI.Stop.RefP90, r.CRI.Stop.Ratio)
 	}
-	pp := r.Pairs
-	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs to the cns process, %d client goroutines on one grpc-go connection, unix socket, fsynced | %.0f pairs/s (CPU per pair: cns %.0f µs, clients %.0f; cns RSS %.1f MiB at peak, %.1f idle after) | | | ≥ 10,000 |\n",
-		pp.Clients, pp.PerS, pp.CNSCPUMicros, pp.ClientCPUMicros, pp.CNSPeakRSSMiB, pp.CNSIdleRSSMiB)
+	printPairs(w, r.Pairs)
 	fmt.Fprintf(w, "| burst: %d ADDs, pool at min free, 1 s per NIC write | %.2f s, %d failed, %d NIC writes | | | ≤ 3 s, 0, ≤ 3 |\n",
 		r.Burst.Pods, r.Burst.Seconds, r.Burst.Failed, r.Burst.NICWrites)
 	printAPIBurst(w, r)
@@ -250,4 +249,26 @@ func printTable(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  fresh gRPC connection + Status %.2f ms; RequestIPs %.2f ms; ReleaseIPs %.2f ms (each with its connection, fsynced);\n",
 		p.DialCall, p.RequestIPs, p.ReleaseIPs)
 	fmt.Fprintf(w, "  kernel floor (the plugin's netlink code in one process, no IPAM): ADD %.2f ms, DEL %.2f ms\n", r.FloorAddMs, r.FloorDelMs)
+}
+
+// printPairs writes the gRPC pairs row and its floors: ratio is cns's pairs/s over the floor's.
+func printPairs(w io.Writer, pp Pairs) {
+	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs to the cns process, %d client goroutines on one grpc-go connection, unix socket, fsynced; median of %d rounds | %.0f pairs/s (rounds %s; CPU per pair: cns %.0f µs, clients %.0f; cns RSS %.1f MiB at peak, %.1f idle after) | | | ≥ 10,000 |\n",
+		pp.Clients, pp.Rounds, pp.PerS, joinFloats(pp.RoundsPerS), pp.CNSCPUMicros, pp.ClientCPUMicros, pp.CNSPeakRSSMiB, pp.CNSIdleRSSMiB)
+	floor := func(what string, f PairsFloor) {
+		fmt.Fprintf(w, "| floor, same rounds: %s | %.0f pairs/s (rounds %s; CPU per pair: server %.0f µs, clients %.0f) | | %.2f | |\n",
+			what, f.PerS, joinFloats(f.RoundsPerS), f.ServerCPUMicros, f.ClientCPUMicros, f.Ratio)
+	}
+	floor("the same cns with its state on tmpfs (an fsync costs nothing)", pp.Tmpfs)
+	if pp.Null != nil {
+		floor("nullcns, grpc-go answering with no pool and no store", *pp.Null)
+	}
+}
+
+func joinFloats(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.0f", x)
+	}
+	return strings.Join(parts, " / ")
 }

@@ -5,93 +5,258 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
+	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/k8s"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
-// Pairs is the gRPC pairs/s result: RequestIPs+ReleaseIPs pairs against a cns process.
+// Pairs is the gRPC pairs/s result: RequestIPs+ReleaseIPs pairs against a cns process, and in
+// the same rounds against the same cns with its state on tmpfs and against nullcns.
 type Pairs struct {
-	Clients int     `json:"clients"`
-	Warmup  int     `json:"warmup"` // pairs made first and not counted (at least pairsWarmupFor)
-	Pairs   int     `json:"pairs"`  // pairs measured
-	PerS    float64 `json:"per_s"`
-	// CNSCPUMicros is cns's CPU time per measured pair (all its threads).
+	Clients int `json:"clients"`
+	Rounds  int `json:"rounds"`
+	Warmup  int `json:"warmup"` // pairs made first in each run and not counted (at least pairsWarmupFor)
+	Pairs   int `json:"pairs"`  // pairs measured in each run
+	// PerS is the median of the rounds (RoundsPerS) against cns with its state on disk.
+	PerS       float64   `json:"per_s"`
+	RoundsPerS []float64 `json:"rounds_per_s"`
+	// CNSCPUMicros is cns's CPU time per measured pair (all its threads), median of the rounds.
 	CNSCPUMicros float64 `json:"cns_cpu_us"`
 	// ClientCPUMicros is the bench process's CPU time per measured pair (getrusage): the client
 	// goroutines, grpc-go's client side and the bench's Go runtime, and mockarm, which serves
 	// cns's periodic NIC reads from this process (the pool is warm: no NIC write).
 	ClientCPUMicros float64 `json:"client_cpu_us"`
-	// NICWrites during the measured pairs: 0 when the warm-up left the pool big enough.
+	// NICWrites during the measured pairs, all rounds: 0 when the warm-up left the pool big enough.
 	NICWrites     int     `json:"nic_writes"`
-	CNSPeakRSSMiB float64 `json:"cns_peak_rss_mib"` // VmHWM: the peak resident set, reached during the pairs
-	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // once it stops falling (at most idleWithin later)
+	CNSPeakRSSMiB float64 `json:"cns_peak_rss_mib"` // VmHWM, highest of the rounds: reached during the pairs
+	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // after the last round, once it stops falling (at most idleWithin later)
+	// Tmpfs is the same cns with its state on tmpfs, where an fsync costs nothing: what the
+	// disk takes from PerS.
+	Tmpfs PairsFloor `json:"tmpfs"`
+	// Null is nullcns, grpc-go answering the same calls with no pool and no store: the floor of
+	// any cns serving them. Absent without --null-cns.
+	Null *PairsFloor `json:"null,omitempty"`
+}
+
+// PairsFloor is a server the pairs also ran against, medians of the rounds.
+type PairsFloor struct {
+	PerS            float64   `json:"per_s"`
+	RoundsPerS      []float64 `json:"rounds_per_s"`
+	ServerCPUMicros float64   `json:"server_cpu_us"`
+	ClientCPUMicros float64   `json:"client_cpu_us"`
+	Ratio           float64   `json:"ratio"` // PerS of cns on disk over this PerS
 }
 
 const (
+	pairsRounds    = 3
 	pairsWarmup    = 1_000           // a round of the warm-up
 	pairsWarmupFor = 2 * time.Second // cns's collector settles to the load within a second (cns/gctune)
 	pairsMeasured  = 40_000
-	pairsWithin    = 5 * time.Minute // the whole step: at 1,000 pairs/s it would take 42 s
+	pairsWithin    = 5 * time.Minute // one run: at 1,000 pairs/s it would take 42 s
 	idleWithin     = 5 * time.Second // longest wait for cns's RSS to stop falling (idleStatus)
+	// tmpfsMagic is statfs's f_type of a tmpfs.
+	tmpfsMagic = 0x01021994
 )
+
+// pairsRun is one run of the pairs against one server.
+type pairsRun struct {
+	perS, serverCPU, clientCPU float64
+	warmup, nicWrites          int
+	peakRSS, idleRSS           float64 // idleRSS: only when asked (idleStatus takes seconds)
+}
+
+func (p pairsRun) rate() float64   { return p.perS }
+func (p pairsRun) server() float64 { return p.serverCPU }
+func (p pairsRun) client() float64 { return p.clientCPU }
 
 // pairs runs the loop of `go test -bench RequestReleasePairs ./cns/` (stack.Pairs) against a
 // cns process started as `make run` starts it, state on disk, with the in-process benchmark's
 // pool knobs: no cooldown, so a released address is reusable at once, and a warm pool of at
-// least 96, so no cloud call is on the path.
+// least 96, so no cloud call is on the path. Each of pairsRounds rounds also runs it against
+// the same cns with its state on tmpfs and against nullcns (with --null-cns), the three in an
+// order that rotates every round, so a machine that slows down weighs on all of them.
 func pairs(ctx context.Context, c Config, r *Results) error {
-	v, err := newVNet(c, "pairs", []string{"--cooldown=0", "--min-free=96", "--max-free=200", "--batch-size=32"}, 0)
+	shm, err := tmpfsDir()
 	if err != nil {
 		return err
+	}
+	defer os.RemoveAll(shm)
+	servers := []string{"disk", "tmpfs", "null"}
+	if c.NullCNS == "" {
+		servers = servers[:2]
+	}
+	runs := map[string][]pairsRun{}
+	for round := range pairsRounds {
+		for i := range servers {
+			server := servers[(round+i)%len(servers)]
+			var run pairsRun
+			switch server {
+			case "disk":
+				run, err = pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-%d", round), nil, round == pairsRounds-1)
+			case "tmpfs":
+				state := fmt.Sprintf("--state=%s/%d/cns.db", shm, round)
+				run, err = pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-tmpfs-%d", round), []string{state}, false)
+			case "null":
+				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-null-%d", round)))
+			}
+			if err != nil {
+				return fmt.Errorf("%s, round %d: %w", server, round+1, err)
+			}
+			runs[server] = append(runs[server], run)
+		}
+	}
+	disk := runs["disk"]
+	r.Pairs = Pairs{Clients: stack.PairsClients, Rounds: pairsRounds, Warmup: disk[0].warmup, Pairs: pairsMeasured,
+		PerS: median(disk, pairsRun.rate), RoundsPerS: collect(disk, pairsRun.rate),
+		CNSCPUMicros: median(disk, pairsRun.server), ClientCPUMicros: median(disk, pairsRun.client),
+		CNSPeakRSSMiB: slices.Max(collect(disk, func(p pairsRun) float64 { return p.peakRSS })),
+		CNSIdleRSSMiB: disk[len(disk)-1].idleRSS, Tmpfs: floorOf(runs["tmpfs"], disk)}
+	for _, p := range disk {
+		r.Pairs.NICWrites += p.nicWrites
+	}
+	if n := runs["null"]; n != nil {
+		f := floorOf(n, disk)
+		r.Pairs.Null = &f
+	}
+	return nil
+}
+
+// pairsAgainstCNS starts a cns process (cnsArgs after the step's pool flags), waits for its
+// warm pool and runs the pairs against it; with idle it also waits for cns's RSS to settle.
+func pairsAgainstCNS(ctx context.Context, c Config, tag string, cnsArgs []string, idle bool) (pairsRun, error) {
+	v, err := newVNet(c, tag, append([]string{"--cooldown=0", "--min-free=96", "--max-free=200", "--batch-size=32"}, cnsArgs...), 0)
+	if err != nil {
+		return pairsRun{}, err
 	}
 	defer v.Close()
 	n := v.Nodes[0]
 	if err := settle(n.Pool, func(c *cnsv1.PoolCounts) bool { return c.GetAvailable() >= 96 }); err != nil {
-		return err
+		return pairsRun{}, err
 	}
+	writes := v.Mock.Stats().Writes
+	run, err := measurePairs(ctx, n.IPAM, n.PID())
+	if err != nil {
+		return run, err
+	}
+	run.nicWrites = v.Mock.Stats().Writes - writes
+	after, err := procStatusMiB(n.PID())
+	if err != nil {
+		return run, err
+	}
+	run.peakRSS = after["VmHWM:"]
+	if idle {
+		st, err := idleStatus(n.PID(), idleWithin)
+		if err != nil {
+			return run, err
+		}
+		run.idleRSS = st["VmRSS:"]
+	}
+	return run, nil
+}
+
+// pairsAgainstNull starts c.NullCNS on a socket in dir and runs the pairs against it.
+func pairsAgainstNull(ctx context.Context, c Config, dir string) (pairsRun, error) {
+	dir, err := filepath.Abs(dir) // a relative path would be read as the target's authority
+	if err != nil {
+		return pairsRun{}, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return pairsRun{}, err
+	}
+	sock := filepath.Join(dir, "null.sock")
+	cmd := exec.Command(c.NullCNS, sock)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return pairsRun{}, fmt.Errorf("start nullcns: %w", err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if err := k8s.Poll(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }); err != nil {
+		return pairsRun{}, fmt.Errorf("nullcns did not open %s: %w", sock, err)
+	}
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return pairsRun{}, err
+	}
+	defer conn.Close()
+	return measurePairs(ctx, cnsv1grpc.NewIPAMServiceClient(conn), cmd.Process.Pid)
+}
+
+// measurePairs makes pairs through ipam for at least pairsWarmupFor, not counted, then
+// pairsMeasured counted, and reads the server's (pid) CPU and this process's around them.
+func measurePairs(ctx context.Context, ipam cnsv1grpc.IPAMServiceClient, pid int) (pairsRun, error) {
 	ctx, cancel := context.WithTimeout(ctx, pairsWithin)
 	defer cancel()
 	// The load generator should not be what it measures: a lighter GC in this process leaves
-	// the two cores to cns (its client CPU is reported apart).
+	// the two cores to the server (its client CPU is reported apart).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	warmup := 0
-	for start := time.Now(); time.Since(start) < pairsWarmupFor; warmup += pairsWarmup {
-		if err := stack.Pairs(ctx, n.IPAM, "warm-", pairsWarmup); err != nil {
-			return fmt.Errorf("warm-up: %w", err)
+	var run pairsRun
+	for start := time.Now(); time.Since(start) < pairsWarmupFor; run.warmup += pairsWarmup {
+		if err := stack.Pairs(ctx, ipam, "warm-", pairsWarmup); err != nil {
+			return run, fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	cpu0, err := cpuOfBoth(n.PID())
+	cpu0, err := cpuOfBoth(pid)
 	if err != nil {
-		return err
+		return run, err
 	}
-	writes, start := v.Mock.Stats().Writes, time.Now()
-	if err := stack.Pairs(ctx, n.IPAM, "bench-", pairsMeasured); err != nil {
-		return err
+	start := time.Now()
+	if err := stack.Pairs(ctx, ipam, "bench-", pairsMeasured); err != nil {
+		return run, err
 	}
 	took := time.Since(start)
-	cpu1, err := cpuOfBoth(n.PID())
+	cpu1, err := cpuOfBoth(pid)
 	if err != nil {
-		return err
-	}
-	after, err := procStatusMiB(n.PID())
-	if err != nil {
-		return err
-	}
-	idle, err := idleStatus(n.PID(), idleWithin)
-	if err != nil {
-		return err
+		return run, err
 	}
 	perPair := func(d time.Duration) float64 { return round(float64(d) / float64(time.Microsecond) / pairsMeasured) }
-	r.Pairs = Pairs{Clients: stack.PairsClients, Warmup: warmup, Pairs: pairsMeasured,
-		PerS: math.Round(pairsMeasured / took.Seconds()), CNSCPUMicros: perPair(cpu1[0] - cpu0[0]), ClientCPUMicros: perPair(cpu1[1] - cpu0[1]),
-		NICWrites: v.Mock.Stats().Writes - writes, CNSPeakRSSMiB: after["VmHWM:"], CNSIdleRSSMiB: idle["VmRSS:"]}
-	return nil
+	run.perS, run.serverCPU, run.clientCPU = math.Round(pairsMeasured/took.Seconds()), perPair(cpu1[0]-cpu0[0]), perPair(cpu1[1]-cpu0[1])
+	return run, nil
+}
+
+// floorOf summarises the runs against a floor server beside those against cns on disk.
+func floorOf(runs, disk []pairsRun) PairsFloor {
+	f := PairsFloor{PerS: median(runs, pairsRun.rate), RoundsPerS: collect(runs, pairsRun.rate),
+		ServerCPUMicros: median(runs, pairsRun.server), ClientCPUMicros: median(runs, pairsRun.client)}
+	f.Ratio = round(median(disk, pairsRun.rate) / f.PerS)
+	return f
+}
+
+func collect(runs []pairsRun, f func(pairsRun) float64) []float64 {
+	out := make([]float64, len(runs))
+	for i, p := range runs {
+		out[i] = f(p)
+	}
+	return out
+}
+
+func median(runs []pairsRun, f func(pairsRun) float64) float64 {
+	return quantile(collect(runs, f), 0.5)
+}
+
+// tmpfsDir makes a directory on /dev/shm, checked to be a tmpfs, for a cns state whose fsync
+// costs nothing.
+func tmpfsDir() (string, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/dev/shm", &st); err != nil {
+		return "", fmt.Errorf("statfs /dev/shm: %w", err)
+	}
+	if st.Type != tmpfsMagic {
+		return "", fmt.Errorf("/dev/shm is not a tmpfs (f_type %#x): the pairs' tmpfs floor needs one", st.Type)
+	}
+	return os.MkdirTemp("/dev/shm", "vnet-bench-pairs-")
 }
 
 // cpuOfBoth is the CPU time cns (pid) has used, and this process.
