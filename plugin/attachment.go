@@ -36,30 +36,11 @@ func checkAttachment(network, containerID, ifname string) error {
 	return nil
 }
 
-// hostVethLabel looks up a host veth: whether it exists and its alias.
-func hostVethLabel(hostName string) (alias string, exists bool, err error) {
-	link, err := netlinksafe.LinkByName(hostName)
-	var nf netlink.LinkNotFoundError
-	if errors.As(err, &nf) {
-		return "", false, nil
-	}
-	if err != nil {
-		return "", false, fmt.Errorf("look up host veth %s: %w", hostName, err)
-	}
-	return link.Attrs().Alias, true, nil
-}
-
-// otherNetwork reports the network of an existing host veth when its label names a network
-// other than network: DEL must then leave it (and its address) to that network.
-func otherNetwork(hostName, network string) (string, error) {
-	alias, exists, err := hostVethLabel(hostName)
-	if err != nil || !exists {
-		return "", err
-	}
-	if net, _, _, legacy, ok := contract.ParseHostVethAlias(alias); ok && !legacy && net != network {
-		return net, nil
-	}
-	return "", nil
+// otherNetwork tells a host veth label (alias) that names a network other than network: DEL
+// must then leave the veth, and its address, to that network.
+func otherNetwork(alias, network string) bool {
+	net, _, _, legacy, ok := contract.ParseHostVethAlias(alias)
+	return ok && !legacy && net != network
 }
 
 // sweepNetworkVeths deletes the host veths labelled for network whose attachment is not in

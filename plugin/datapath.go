@@ -222,25 +222,21 @@ func enableForwarding() error {
 	return nil
 }
 
-// teardownDatapath removes an attachment. Deleting the host veth removes its peer in the pod
+// teardownDatapath removes an attachment through nl, a socket in the node namespace; host is
+// its host veth, nil when there is none. Deleting the host veth removes its peer in the pod
 // and the host route with it. A missing link or namespace is success.
-func teardownDatapath(netnsPath, ifname, hostName string) error {
-	link, err := netlinksafe.LinkByName(hostName)
-	var nf netlink.LinkNotFoundError
-	switch {
-	case err == nil:
-		if err := netlink.LinkDel(link); err != nil && !errors.Is(err, unix.ENODEV) {
+func teardownDatapath(nl netlinksafe.Handle, host netlink.Link, netnsPath, ifname, hostName string) error {
+	if host != nil {
+		if err := nl.LinkDel(host); err != nil && !errors.Is(err, unix.ENODEV) {
 			return fmt.Errorf("delete host veth %s: %w", hostName, err)
 		}
 		return nil
-	case !errors.As(err, &nf):
-		return fmt.Errorf("look up host veth %s: %w", hostName, err)
 	}
 	// No host veth: a pod-side leftover can only be ours if it is a veth whose peer is gone.
 	if netnsPath == "" {
 		return nil
 	}
-	err = ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
+	err := ns.WithNetNSPath(netnsPath, func(ns.NetNS) error {
 		l, err := netlinksafe.LinkByName(ifname)
 		if err != nil {
 			return nil
@@ -382,5 +378,14 @@ func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Add
 
 // RemoveDatapath is the DEL side of BuildDatapath.
 func RemoveDatapath(netnsPath, ifname, hostName string) error {
-	return teardownDatapath(netnsPath, ifname, hostName)
+	nl, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return fmt.Errorf("netlink socket in the node namespace: %w", err)
+	}
+	defer nl.Close()
+	host, _, err := linkExists(nl, hostName)
+	if err != nil {
+		return fmt.Errorf("look up host veth %s: %w", hostName, err)
+	}
+	return teardownDatapath(nl, host, netnsPath, ifname, hostName)
 }
