@@ -45,9 +45,15 @@ func otherNetwork(alias, network string) bool {
 
 // sweepNetworkVeths deletes the host veths labelled for network whose attachment is not in
 // keep, and returns their names. Veths of other networks, legacy labels (which name no
-// network: DEL still removes them) and unlabelled links are never touched.
+// network: DEL still removes them) and unlabelled links are never touched. One netlink
+// socket serves the listing and every deletion.
 func sweepNetworkVeths(network string, keep map[types.GCAttachment]bool) ([]string, error) {
-	links, err := netlinksafe.LinkList()
+	nl, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket in the node namespace: %w", err)
+	}
+	defer nl.Close()
+	links, err := nl.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -61,7 +67,7 @@ func sweepNetworkVeths(network string, keep map[types.GCAttachment]bool) ([]stri
 		if !ok || legacy || net != network || keep[types.GCAttachment{ContainerID: cid, IfName: ifname}] {
 			continue
 		}
-		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+		if err := nl.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
 			errs = append(errs, fmt.Errorf("delete %s: %w", l.Attrs().Name, err))
 			continue
 		}
