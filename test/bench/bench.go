@@ -251,7 +251,8 @@ func printTable(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "  kernel floor (the plugin's netlink code in one process, no IPAM): ADD %.2f ms, DEL %.2f ms\n", r.FloorAddMs, r.FloorDelMs)
 }
 
-// printPairs writes the gRPC pairs row and its floors: ratio is cns's pairs/s over the floor's.
+// printPairs writes the gRPC pairs row and its floors: ratio is cns's pairs/s over the floor's
+// in the same round, the median of the rounds.
 func printPairs(w io.Writer, pp Pairs) {
 	fmt.Fprintf(w, "| RequestIPs+ReleaseIPs to the cns process, %d client goroutines on one grpc-go connection, unix socket, fsynced; median of %d rounds | %.0f pairs/s (rounds %s; CPU per pair: cns %.0f µs, clients %.0f; cns RSS %.1f MiB at peak, %.1f idle after) | | | ≥ 10,000 |\n",
 		pp.Clients, pp.Rounds, pp.PerS, joinFloats(pp.RoundsPerS), pp.CNSCPUMicros, pp.ClientCPUMicros, pp.CNSPeakRSSMiB, pp.CNSIdleRSSMiB)
@@ -259,9 +260,13 @@ func printPairs(w io.Writer, pp Pairs) {
 		fmt.Fprintf(w, "| floor, same rounds: %s | %.0f pairs/s (rounds %s; CPU per pair: server %.0f µs, clients %.0f) | | %.2f | |\n",
 			what, f.PerS, joinFloats(f.RoundsPerS), f.ServerCPUMicros, f.ClientCPUMicros, f.Ratio)
 	}
-	floor("the same cns with its state on tmpfs (an fsync costs nothing)", pp.Tmpfs)
+	if pp.Tmpfs != nil {
+		floor("the same cns with its state on tmpfs (an fsync costs nothing)", *pp.Tmpfs)
+	} else {
+		fmt.Fprintf(w, "| floor: the same cns with its state on tmpfs | not run: %s | | | |\n", pp.NoTmpfs)
+	}
 	if pp.Null != nil {
-		floor("nullcns, grpc-go answering with no pool and no store", *pp.Null)
+		floor("nullcns, grpc-go answering with no pool, no store, no metrics", *pp.Null)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,7 +30,7 @@ import (
 type Pairs struct {
 	Clients int `json:"clients"`
 	Rounds  int `json:"rounds"`
-	Warmup  int `json:"warmup"` // pairs made first in each run and not counted (at least pairsWarmupFor)
+	Warmup  int `json:"warmup"` // pairs made first in each run and not counted (at least pairsWarmupFor); the fewest of the runs
 	Pairs   int `json:"pairs"`  // pairs measured in each run
 	// PerS is the median of the rounds (RoundsPerS) against cns with its state on disk.
 	PerS       float64   `json:"per_s"`
@@ -39,25 +41,29 @@ type Pairs struct {
 	// goroutines, grpc-go's client side and the bench's Go runtime, and mockarm, which serves
 	// cns's periodic NIC reads from this process (the pool is warm: no NIC write).
 	ClientCPUMicros float64 `json:"client_cpu_us"`
-	// NICWrites during the measured pairs, all rounds: 0 when the warm-up left the pool big enough.
+	// NICWrites during the measured pairs of every cns run (disk and tmpfs): 0 when the warm-ups
+	// left the pools big enough, so no run paid a cloud call.
 	NICWrites     int     `json:"nic_writes"`
 	CNSPeakRSSMiB float64 `json:"cns_peak_rss_mib"` // VmHWM, highest of the rounds: reached during the pairs
 	CNSIdleRSSMiB float64 `json:"cns_idle_rss_mib"` // after the last round, once it stops falling (at most idleWithin later)
 	// Tmpfs is the same cns with its state on tmpfs, where an fsync costs nothing: what the
-	// disk takes from PerS.
-	Tmpfs PairsFloor `json:"tmpfs"`
-	// Null is nullcns, grpc-go answering the same calls with no pool and no store: the floor of
-	// any cns serving them. Absent without --null-cns.
+	// disk takes from PerS. Absent when /dev/shm is not a tmpfs (NoTmpfs says so).
+	Tmpfs   *PairsFloor `json:"tmpfs,omitempty"`
+	NoTmpfs string      `json:"no_tmpfs,omitempty"`
+	// Null is nullcns, grpc-go answering the same calls with no pool, no store and no metrics,
+	// under cns's collector policy: the floor of any cns serving them. Absent without --null-cns.
 	Null *PairsFloor `json:"null,omitempty"`
 }
 
 // PairsFloor is a server the pairs also ran against, medians of the rounds.
+// Ratio is the median over the rounds of cns's pairs/s (state on disk) over this server's in
+// the same round.
 type PairsFloor struct {
 	PerS            float64   `json:"per_s"`
 	RoundsPerS      []float64 `json:"rounds_per_s"`
 	ServerCPUMicros float64   `json:"server_cpu_us"`
 	ClientCPUMicros float64   `json:"client_cpu_us"`
-	Ratio           float64   `json:"ratio"` // PerS of cns on disk over this PerS
+	Ratio           float64   `json:"ratio"`
 }
 
 const (
@@ -69,6 +75,8 @@ const (
 	idleWithin     = 5 * time.Second // longest wait for cns's RSS to stop falling (idleStatus)
 	// tmpfsMagic is statfs's f_type of a tmpfs.
 	tmpfsMagic = 0x01021994
+	// pairsShm holds the tmpfs runs' state; a run killed before it removed it leaves it for the next.
+	pairsShm = "/dev/shm/vnet-bench-pairs"
 )
 
 // pairsRun is one run of the pairs against one server.
@@ -89,49 +97,63 @@ func (p pairsRun) client() float64 { return p.clientCPU }
 // the same cns with its state on tmpfs and against nullcns (with --null-cns), the three in an
 // order that rotates every round, so a machine that slows down weighs on all of them.
 func pairs(ctx context.Context, c Config, r *Results) error {
-	shm, err := tmpfsDir()
-	if err != nil {
+	servers := []string{"disk"}
+	noTmpfs, err := tmpfsDir()
+	switch {
+	case err != nil:
 		return err
+	case noTmpfs == "":
+		servers = append(servers, "tmpfs")
+		defer os.RemoveAll(pairsShm)
 	}
-	defer os.RemoveAll(shm)
-	servers := []string{"disk", "tmpfs", "null"}
-	if c.NullCNS == "" {
-		servers = servers[:2]
+	if c.NullCNS != "" {
+		servers = append(servers, "null")
 	}
 	runs := map[string][]pairsRun{}
-	for round := range pairsRounds {
+	for rnd := range pairsRounds {
 		for i := range servers {
-			server := servers[(round+i)%len(servers)]
+			server := servers[(rnd+i)%len(servers)]
 			var run pairsRun
 			switch server {
 			case "disk":
-				run, err = pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-%d", round), nil, round == pairsRounds-1)
+				run, err = pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-%d", rnd), nil, rnd == pairsRounds-1)
 			case "tmpfs":
-				state := fmt.Sprintf("--state=%s/%d/cns.db", shm, round)
-				run, err = pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-tmpfs-%d", round), []string{state}, false)
+				run, err = pairsOnTmpfs(ctx, c, rnd)
 			case "null":
-				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-null-%d", round)))
+				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-null-%d", rnd)))
 			}
 			if err != nil {
-				return fmt.Errorf("%s, round %d: %w", server, round+1, err)
+				return fmt.Errorf("%s, round %d: %w", server, rnd+1, err)
 			}
 			runs[server] = append(runs[server], run)
 		}
 	}
 	disk := runs["disk"]
-	r.Pairs = Pairs{Clients: stack.PairsClients, Rounds: pairsRounds, Warmup: disk[0].warmup, Pairs: pairsMeasured,
+	r.Pairs = Pairs{Clients: stack.PairsClients, Rounds: pairsRounds, Pairs: pairsMeasured,
 		PerS: median(disk, pairsRun.rate), RoundsPerS: collect(disk, pairsRun.rate),
 		CNSCPUMicros: median(disk, pairsRun.server), ClientCPUMicros: median(disk, pairsRun.client),
 		CNSPeakRSSMiB: slices.Max(collect(disk, func(p pairsRun) float64 { return p.peakRSS })),
-		CNSIdleRSSMiB: disk[len(disk)-1].idleRSS, Tmpfs: floorOf(runs["tmpfs"], disk)}
-	for _, p := range disk {
+		CNSIdleRSSMiB: disk[len(disk)-1].idleRSS, NoTmpfs: noTmpfs,
+		Warmup: int(slices.Min(collect(append(slices.Clone(disk), runs["tmpfs"]...), func(p pairsRun) float64 { return float64(p.warmup) })))}
+	for _, p := range append(slices.Clone(disk), runs["tmpfs"]...) {
 		r.Pairs.NICWrites += p.nicWrites
+	}
+	if t := runs["tmpfs"]; t != nil {
+		f := floorOf(t, disk)
+		r.Pairs.Tmpfs = &f
 	}
 	if n := runs["null"]; n != nil {
 		f := floorOf(n, disk)
 		r.Pairs.Null = &f
 	}
 	return nil
+}
+
+// pairsOnTmpfs runs the pairs against a cns whose state is on tmpfs, removed after the run.
+func pairsOnTmpfs(ctx context.Context, c Config, rnd int) (pairsRun, error) {
+	dir := filepath.Join(pairsShm, strconv.Itoa(rnd))
+	defer os.RemoveAll(dir)
+	return pairsAgainstCNS(ctx, c, fmt.Sprintf("pairs-tmpfs-%d", rnd), []string{"--state=" + filepath.Join(dir, "cns.db")}, false)
 }
 
 // pairsAgainstCNS starts a cns process (cnsArgs after the step's pool flags), waits for its
@@ -179,12 +201,15 @@ func pairsAgainstNull(ctx context.Context, c Config, dir string) (pairsRun, erro
 	sock := filepath.Join(dir, "null.sock")
 	cmd := exec.Command(c.NullCNS, sock)
 	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the bench
 	if err := cmd.Start(); err != nil {
 		return pairsRun{}, fmt.Errorf("start nullcns: %w", err)
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	if err := k8s.Poll(10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil }); err != nil {
-		return pairsRun{}, fmt.Errorf("nullcns did not open %s: %w", sock, err)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	if err := waitListening(sock, exited, 10*time.Second); err != nil {
+		return pairsRun{}, fmt.Errorf("nullcns: %w", err)
 	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -192,6 +217,27 @@ func pairsAgainstNull(ctx context.Context, c Config, dir string) (pairsRun, erro
 	}
 	defer conn.Close()
 	return measurePairs(ctx, cnsv1grpc.NewIPAMServiceClient(conn), cmd.Process.Pid)
+}
+
+// waitListening waits until the unix socket at path accepts a connection, the process
+// serving it exits (its Wait's result on exited, put back for the caller), or within passes.
+func waitListening(path string, exited chan error, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		conn, err := net.Dial("unix", path)
+		if err == nil {
+			return conn.Close()
+		}
+		select {
+		case werr := <-exited:
+			exited <- werr
+			return fmt.Errorf("exited before it listened on %s: %v", path, werr)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %s: %w", path, within, err)
+		}
+	}
 }
 
 // measurePairs makes pairs through ipam for at least pairsWarmupFor, not counted, then
@@ -226,11 +272,16 @@ func measurePairs(ctx context.Context, ipam cnsv1grpc.IPAMServiceClient, pid int
 	return run, nil
 }
 
-// floorOf summarises the runs against a floor server beside those against cns on disk.
+// floorOf summarises the runs against a floor server beside those against cns on disk, run
+// for run (the same rounds).
 func floorOf(runs, disk []pairsRun) PairsFloor {
 	f := PairsFloor{PerS: median(runs, pairsRun.rate), RoundsPerS: collect(runs, pairsRun.rate),
 		ServerCPUMicros: median(runs, pairsRun.server), ClientCPUMicros: median(runs, pairsRun.client)}
-	f.Ratio = round(median(disk, pairsRun.rate) / f.PerS)
+	ratios := make([]float64, len(runs))
+	for i := range runs {
+		ratios[i] = disk[i].perS / runs[i].perS
+	}
+	f.Ratio = round(quantile(ratios, 0.5))
 	return f
 }
 
@@ -246,17 +297,20 @@ func median(runs []pairsRun, f func(pairsRun) float64) float64 {
 	return quantile(collect(runs, f), 0.5)
 }
 
-// tmpfsDir makes a directory on /dev/shm, checked to be a tmpfs, for a cns state whose fsync
-// costs nothing.
-func tmpfsDir() (string, error) {
+// tmpfsDir makes pairsShm afresh for the state of the tmpfs runs, and returns why not (with
+// no error) when /dev/shm is not a tmpfs: that floor is then left out.
+func tmpfsDir() (whyNot string, err error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs("/dev/shm", &st); err != nil {
-		return "", fmt.Errorf("statfs /dev/shm: %w", err)
+		return fmt.Sprintf("statfs /dev/shm: %v", err), nil
 	}
 	if st.Type != tmpfsMagic {
-		return "", fmt.Errorf("/dev/shm is not a tmpfs (f_type %#x): the pairs' tmpfs floor needs one", st.Type)
+		return fmt.Sprintf("/dev/shm is not a tmpfs (f_type %#x)", st.Type), nil
 	}
-	return os.MkdirTemp("/dev/shm", "vnet-bench-pairs-")
+	if err := os.RemoveAll(pairsShm); err != nil { // a killed run's
+		return "", err
+	}
+	return "", os.Mkdir(pairsShm, 0o700)
 }
 
 // cpuOfBoth is the CPU time cns (pid) has used, and this process.
