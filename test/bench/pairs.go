@@ -30,7 +30,7 @@ import (
 type Pairs struct {
 	Clients int `json:"clients"`
 	Rounds  int `json:"rounds"`
-	Warmup  int `json:"warmup"` // pairs made first in each run and not counted (at least pairsWarmupFor); the fewest of the runs
+	Warmup  int `json:"warmup"` // pairs made first in each run and not counted (at least pairsWarmupFor): the fewest of the cns runs
 	Pairs   int `json:"pairs"`  // pairs measured in each run
 	// PerS is the median of the rounds (RoundsPerS) against cns with its state on disk.
 	PerS       float64   `json:"per_s"`
@@ -133,10 +133,10 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 		PerS: median(disk, pairsRun.rate), RoundsPerS: collect(disk, pairsRun.rate),
 		CNSCPUMicros: median(disk, pairsRun.server), ClientCPUMicros: median(disk, pairsRun.client),
 		CNSPeakRSSMiB: slices.Max(collect(disk, func(p pairsRun) float64 { return p.peakRSS })),
-		CNSIdleRSSMiB: disk[len(disk)-1].idleRSS, NoTmpfs: noTmpfs,
-		Warmup: int(slices.Min(collect(append(slices.Clone(disk), runs["tmpfs"]...), func(p pairsRun) float64 { return float64(p.warmup) })))}
-	for _, p := range append(slices.Clone(disk), runs["tmpfs"]...) {
+		CNSIdleRSSMiB: disk[len(disk)-1].idleRSS, NoTmpfs: noTmpfs, Warmup: disk[0].warmup}
+	for _, p := range append(slices.Clone(disk), runs["tmpfs"]...) { // every cns run
 		r.Pairs.NICWrites += p.nicWrites
+		r.Pairs.Warmup = min(r.Pairs.Warmup, p.warmup)
 	}
 	if t := runs["tmpfs"]; t != nil {
 		f := floorOf(t, disk)
