@@ -378,14 +378,25 @@ func BuildDatapath(hostNS, podNS ns.NetNS, ifname, hostName string, ip netip.Add
 
 // RemoveDatapath is the DEL side of BuildDatapath.
 func RemoveDatapath(netnsPath, ifname, hostName string) error {
+	_, err := removeDatapath("", netnsPath, ifname, hostName)
+	return err
+}
+
+// removeDatapath tears an attachment down, unless its host veth is labelled for a network
+// other than network ("" checks no label): then it reports that network's and leaves it. One
+// netlink socket and one lookup of the host veth serve the label check and the teardown.
+func removeDatapath(network, netnsPath, ifname, hostName string) (othersAttachment bool, err error) {
 	nl, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return fmt.Errorf("netlink socket in the node namespace: %w", err)
+		return false, fmt.Errorf("netlink socket in the node namespace: %w", err)
 	}
 	defer nl.Close()
-	host, _, err := linkExists(nl, hostName)
+	host, exists, err := linkExists(nl, hostName)
 	if err != nil {
-		return fmt.Errorf("look up host veth %s: %w", hostName, err)
+		return false, fmt.Errorf("look up host veth %s: %w", hostName, err)
 	}
-	return teardownDatapath(nl, host, netnsPath, ifname, hostName)
+	if exists && network != "" && otherNetwork(host.Attrs().Alias, network) {
+		return true, nil
+	}
+	return false, teardownDatapath(nl, host, netnsPath, ifname, hostName)
 }

@@ -11,9 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
-	"golang.org/x/sys/unix"
 
 	"github.com/vnet-cni/vnet-cni/plugin/cnswire"
 	"github.com/vnet-cni/vnet-cni/plugin/unary"
@@ -311,24 +309,14 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	if err != nil {
 		return err
 	}
-	hostName := HostVethName(args.ContainerID, args.IfName)
-	// One socket and one lookup of the host veth serve the label check and the teardown.
-	nl, err := netlinksafe.NewHandle(unix.NETLINK_ROUTE)
+	others, err := removeDatapath(conf.Name, args.Netns, args.IfName, HostVethName(args.ContainerID, args.IfName))
 	if err != nil {
-		return fmt.Errorf("netlink socket in the node namespace: %w", err)
+		return err
 	}
-	defer nl.Close()
-	host, exists, err := linkExists(nl, hostName)
-	if err != nil {
-		return fmt.Errorf("look up host veth %s: %w", hostName, err)
-	}
-	if exists && otherNetwork(host.Attrs().Alias, conf.Name) {
+	if others {
 		// The key is another network's live attachment: nothing here is this network's to
 		// remove, and no release is spooled that could later free that pod's address.
 		return nil
-	}
-	if err := teardownDatapath(nl, host, args.Netns, args.IfName, hostName); err != nil {
-		return err
 	}
 	client, err := p.Dial(conf)
 	if err != nil && !errors.Is(err, errUnreachable) {
