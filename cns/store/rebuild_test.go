@@ -60,21 +60,27 @@ func interruptRebuild(t *testing.T, damaged, step string, want []Allocation) {
 	}
 
 	rebuildFault = func(string) error { return nil }
-	s, moved, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2(want))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	st, err := s.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, moved := loadRebuilding(t, path, dump2(want))
 	if moved == "" || len(st.Allocations) != len(want) {
 		t.Fatalf("next start: moved %q, %d allocations; want the rebuild redone with %d", moved, len(st.Allocations), len(want))
 	}
 	if _, err := os.Stat(path + ".rebuild"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("temporary rebuild file left behind: %v", err)
 	}
+}
+
+// loadRebuilding opens the store at path with rebuild, closed when the test ends, and loads it.
+func loadRebuilding(t *testing.T, path string, rebuild RebuildFunc) (st State, movedAside string) {
+	t.Helper()
+	s, movedAside, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), rebuild)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if st, err = s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	return st, movedAside
 }
 
 // damageLog leaves at path a sound state file and a log whose first of two records is damaged.
@@ -153,15 +159,7 @@ func TestRebuildKeepsEveryOwnerField(t *testing.T) {
 	writeGarbage(t, path)
 	a := alloc(1)
 	fillStrings(reflect.ValueOf(&a.Owner).Elem(), "x")
-	s, _, err := OpenRebuilding(path, slog.New(slog.DiscardHandler), dump2([]Allocation{a}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	st, err := s.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, _ := loadRebuilding(t, path, dump2([]Allocation{a}))
 	if len(st.Allocations) != 1 || !reflect.DeepEqual(st.Allocations[0].Owner, a.Owner) {
 		t.Fatalf("owner after rebuild:\n got %+v\nwant %+v", st.Allocations, a.Owner)
 	}
