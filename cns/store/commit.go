@@ -83,6 +83,9 @@ func (s *Store) committer() {
 	if err == nil { // only with the log empty may the file say a cns without the log can read it
 		err = markSchema(s.db, schemaClosed)
 	}
+	if err == nil {
+		err = s.log.shrink()
+	}
 	if err != nil {
 		s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
 	}

@@ -27,10 +27,22 @@ import (
 // it is acknowledged. Only the last record can be torn by a crash; see readLog. The salt makes
 // a record of an earlier generation (blocks the filesystem reused after a reset and exposed
 // after a crash, as ext4 without a journal can) fail its checksum instead of being replayed.
+//
+// The file is kept logSpace bytes long, zeros after the last record, so a record overwrites
+// blocks the file already has: the file's size never changes on the commit path, and the
+// fdatasync after a record writes the record's pages without the inode's size and block map
+// (one device write fewer per group; see reset). A log that outgrows logSpace (a checkpoint
+// that keeps failing) simply grows.
 const (
 	logHeader    = 8
 	recordHeader = 8
+	// logSpace is the log file's length: room for checkpointBytes and the largest group that
+	// crosses it.
+	logSpace = 2 * checkpointBytes
 )
+
+// zeros is what reset writes over the records it drops, a block at a time.
+var zeros [64 << 10]byte
 
 var logMagic = [4]byte{'v', 'c', 'l', '1'}
 
@@ -53,6 +65,7 @@ type wal struct {
 	f     *os.File
 	salt  uint32
 	size  int64 // bytes of the header and the whole records; the file is never trusted beyond it
+	end   int64 // the file's length
 	dirty bool  // bytes past size (a failed write, a torn record) are still to be cut off
 	stale bool  // the header must be written anew (a new file, a failed reset) before a record
 	// rotate: a write failed; the log must be checkpointed and reset before the next record.
@@ -94,7 +107,8 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stat change log: %w", err)
 	}
-	data, err := l.read(fi.Size())
+	l.end = fi.Size()
+	data, err := l.read(l.end)
 	if err != nil {
 		return nil, err
 	}
@@ -116,7 +130,7 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 		return nil, err
 	}
 	l.size = int64(logHeader + good)
-	if l.size < int64(len(data)) {
+	if slices.ContainsFunc(data[l.size:], func(b byte) bool { return b != 0 }) { // zeros are the space reset left
 		l.dirty = true
 		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): ignoring it",
 			"path", l.f.Name(), "bytes", int64(len(data))-l.size)
@@ -161,6 +175,9 @@ func readLog(data []byte, salt uint32) (ops []op, good int, err error) {
 	for good < len(data) {
 		payload, ok := recordAt(data[good:], salt)
 		if !ok {
+			if !slices.ContainsFunc(data[good:], func(b byte) bool { return b != 0 }) {
+				return ops, good, nil // the space after the last record
+			}
 			for p := good + 1; p+recordHeader < len(data); p++ {
 				if _, ok := recordAt(data[p:], salt); ok {
 					return nil, 0, fmt.Errorf("%w: bad record at byte %d of %d, a whole one at %d", errLogCorrupt, good, len(data), p)
@@ -224,6 +241,7 @@ func (l *wal) append(rec []byte) error {
 		return fmt.Errorf("write change log: %w", err)
 	}
 	l.size += int64(len(rec))
+	l.end = max(l.end, l.size)
 	return nil
 }
 
@@ -233,6 +251,7 @@ func (l *wal) trim() error {
 	if err := truncateLog(l.f, l.size); err != nil {
 		return err
 	}
+	l.end = l.size
 	if err := l.f.Sync(); err != nil {
 		return err
 	}
@@ -240,9 +259,15 @@ func (l *wal) trim() error {
 	return nil
 }
 
-// reset empties the log once its changes are durable in the state file, under a new salt:
-// a crash that leaves the new header before old records makes those fail their checksum (they
-// are in the state file already), and one that leaves the old header replays them again.
+// reset empties the log once its changes are durable in the state file, under a new salt,
+// and leaves it logSpace bytes long, zeros after the header.
+//
+// The new header is made durable before any old record is overwritten: from then on every
+// old record fails its checksum, however much of the zeroing a crash lets reach the disk. A
+// crash before it leaves the old header, and the old records are replayed again. Zeroing in
+// place keeps the file's blocks, so no block another file freed is exposed under the new salt
+// behind a record either; the zeros reach the disk with the next record's fdatasync. A log
+// with bytes to cut off (a failed write) or grown past logSpace is cut to its header first.
 func (l *wal) reset() error {
 	l.stale = true
 	l.salt = rand.Uint32()
@@ -250,12 +275,38 @@ func (l *wal) reset() error {
 	if _, err := writeLog(l.f, hdr, 0); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
-	l.size = logHeader
-	if err := l.trim(); err != nil {
+	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
+	used := l.size
+	l.size = logHeader
+	if l.dirty || l.end > logSpace {
+		if err := l.trim(); err != nil {
+			return fmt.Errorf("empty change log: %w", err)
+		}
+	}
+	to := max(used, logHeader)
+	if l.end < logSpace {
+		to = logSpace
+	}
+	for off := int64(logHeader); off < to; off += int64(len(zeros)) {
+		if _, err := writeLog(l.f, zeros[:min(int64(len(zeros)), to-off)], off); err != nil {
+			// Whatever it left fails the new salt's checksum; cut it off before the next record.
+			l.dirty = true
+			return fmt.Errorf("empty change log: %w", err)
+		}
+	}
+	l.end = max(l.end, to)
 	l.stale, l.rotate = false, false
 	return nil
+}
+
+// shrink cuts the emptied log to its header, as a cns that stops leaves it.
+func (l *wal) shrink() error {
+	if l.size != logHeader || l.stale {
+		return nil
+	}
+	return l.trim()
 }
 
 func (l *wal) close() error { return l.f.Close() }

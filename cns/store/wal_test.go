@@ -57,7 +57,7 @@ func mustPut(t *testing.T, s *Store, allocs ...Allocation) {
 }
 
 // loggedImage commits allocations one at a time (one record each) to a new store and returns
-// what a crash right after them would leave, and the log's size after each record.
+// what a crash right after them would leave, and where in the log each record ends.
 func loggedImage(t *testing.T, allocs ...Allocation) (img crashImage, ends []int) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "state.db")
@@ -65,9 +65,15 @@ func loggedImage(t *testing.T, allocs ...Allocation) (img crashImage, ends []int
 	defer s.Close()
 	for _, a := range allocs {
 		mustPut(t, s, a)
-		ends = append(ends, len(snapshot(t, path).log))
+		ends = append(ends, used(snapshot(t, path).log))
 	}
 	return snapshot(t, path), ends
+}
+
+// used is how much of a log is header and records: the zeros after them are the file's space.
+// (A record of these tests never ends in a zero byte: its value is JSON.)
+func used(log []byte) int {
+	return max(len(bytes.TrimRight(log, "\x00")), min(len(log), logHeader)) // the salt may end in a zero byte
 }
 
 func addrsOf(t *testing.T, s *Store) []netip.Addr {
@@ -122,7 +128,7 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 	// Every byte around each record's start and end (its header, its last bytes), and a
 	// stride through the rest: each restart costs a few fsyncs.
 	var cuts []int
-	for n := 0; n <= len(img.log); n++ {
+	for n := 0; n <= used(img.log); n++ {
 		near := n%23 == 0
 		for _, e := range append([]int{0}, ends...) {
 			near = near || (n >= e-2 && n <= e+recordHeader+2)
@@ -138,19 +144,25 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 				whole++
 			}
 		}
-		path := crashImage{db: img.db, log: img.log[:n]}.restore(t)
+		// Cut there, as a log written by a cns before the log kept its space, or zeros from
+		// there on, as the space a reset leaves (after a header it made durable first).
+		log := img.log[:n]
+		if n%2 == 1 && n > logHeader {
+			log = append(slices.Clone(log), make([]byte, len(img.log)-n)...)
+		}
+		path := crashImage{db: img.db, log: log}.restore(t)
 		r := open(t, path)
 		// Open moves the whole records into the state file and leaves nothing of the torn rest.
-		if fi, err := os.Stat(logPath(path)); err != nil {
+		if b, err := os.ReadFile(logPath(path)); err != nil {
 			t.Fatal(err)
-		} else if fi.Size() != logHeader {
+		} else if used(b) != logHeader {
 			r.Close()
-			t.Fatalf("log cut at %d: %d bytes left after the restart, want its header alone", n, fi.Size())
+			t.Fatalf("log cut at %d: %d bytes left after the restart, want its header alone", n, used(b))
 		}
 		got := addrsOf(t, r)
 		if len(got) != whole {
 			r.Close()
-			t.Fatalf("log cut at %d of %d bytes: %d allocations, want the %d whole records", n, len(img.log), len(got), whole)
+			t.Fatalf("log cut at %d of %d bytes: %d allocations, want the %d whole records", n, used(img.log), len(got), whole)
 		}
 		// A commit shorter than any record: it must not be followed by the torn rest.
 		if err := r.ReleaseAllocation(alloc(1).Owner.Key, alloc(1).Addr, time.Time{}); err != nil {
@@ -171,7 +183,7 @@ func TestTornLogAtEveryLengthKeepsExactlyTheWholeRecords(t *testing.T) {
 // record (never acknowledged), not damage: the state keeps every record before it.
 func TestATornLastRecordIsDropped(t *testing.T) {
 	img, ends := loggedImage(t, alloc(1), alloc(2), alloc(3))
-	last := ends[1]
+	last, end := ends[1], ends[2]
 	zero := func(from, to int) []byte {
 		lg := slices.Clone(img.log)
 		clear(lg[from:to])
@@ -182,8 +194,9 @@ func TestATornLastRecordIsDropped(t *testing.T) {
 		want int
 	}{
 		"zeros after it":           {append(slices.Clone(img.log), make([]byte, 4096)...), 3},
-		"zeros in its place":       {zero(last, len(img.log)), 2},
-		"zeros at its end":         {zero(len(img.log)-5, len(img.log)), 2},
+		"the space cut off":        {img.log[:end], 3},
+		"zeros in its place":       {zero(last, end), 2},
+		"zeros at its end":         {zero(end-5, end), 2},
 		"its length never written": {zero(last, last+2), 2},
 		"its header never written": {zero(last, last+recordHeader), 2},
 		"cut inside its header":    {img.log[:last+3], 2},
@@ -271,8 +284,8 @@ func TestReplayOverACheckpointedStateIsHarmless(t *testing.T) {
 		t.Fatal(err)
 	}
 	img := snapshot(t, path)
-	if len(img.log) != logHeader {
-		t.Fatalf("log holds %d bytes after a checkpoint", len(img.log))
+	if used(img.log) != logHeader {
+		t.Fatalf("log holds %d bytes after a checkpoint", used(img.log))
 	}
 	img.log = logged
 	r := open(t, img.restore(t))
@@ -303,11 +316,11 @@ func TestTheLogIsCheckpointedAsItGrows(t *testing.T) {
 		if err := s.PutAllocation(a); err != nil {
 			t.Fatal(err)
 		}
-		fi, err := os.Stat(logPath(path))
+		b, err := os.ReadFile(logPath(path))
 		if err != nil {
 			t.Fatal(err)
 		}
-		peak = max(peak, fi.Size())
+		peak = max(peak, int64(used(b)))
 	}
 	s.Close()
 	if peak > checkpointBytes+8192 {
@@ -529,10 +542,10 @@ func TestCloseSaysSchema2OnlyWithTheLogEmpty(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
 	s := open(t, path)
 	mustPut(t, s, alloc(1))
-	truncateLog = func(*os.File, int64) error { return syscall.EIO }
-	t.Cleanup(func() { truncateLog = (*os.File).Truncate })
+	writeLog = func(*os.File, []byte, int64) (int, error) { return 0, syscall.EIO } // the new header
+	t.Cleanup(func() { writeLog = (*os.File).WriteAt })
 	s.Close()
-	truncateLog = (*os.File).Truncate
+	writeLog = (*os.File).WriteAt
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
@@ -597,10 +610,11 @@ func TestRecordsOfAnEarlierGenerationAreNotReplayed(t *testing.T) {
 	}
 	mustPut(t, s, alloc(2)) // the same record as the earlier first one, under another salt
 	img := snapshot(t, path)
-	if len(img.log) >= len(earlier) {
-		t.Fatalf("test setup: the new log (%d bytes) must be shorter than the earlier one (%d)", len(img.log), len(earlier))
+	n := used(img.log)
+	if n >= used(earlier) {
+		t.Fatalf("test setup: the new log (%d bytes) must be shorter than the earlier one (%d)", n, used(earlier))
 	}
-	img.log = append(img.log, earlier[len(img.log):]...) // the earlier release behind the new record
+	img.log = append(img.log[:n], earlier[n:]...) // the earlier release behind the new record
 	r, moved, err := Open(img.restore(t), slog.New(slog.DiscardHandler))
 	if err != nil || moved != "" {
 		t.Fatalf("open: moved %q, %v; want the earlier bytes taken for a torn record", moved, err)
@@ -636,6 +650,90 @@ func TestAFailedWriteStartsANewGeneration(t *testing.T) {
 	r := open(t, snapshot(t, path).restore(t))
 	defer r.Close()
 	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(3).Addr}; !slices.Equal(got, want) {
+		t.Fatalf("after a crash: %v, want %v", got, want)
+	}
+}
+
+// TestTheLogKeepsItsSizeWhileItTakesRecords: records overwrite the zeros a reset left, so a
+// commit never changes the file's size (its fdatasync then writes no inode), and what a crash
+// leaves reads back whole.
+func TestTheLogKeepsItsSizeWhileItTakesRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	size := func() int64 {
+		t.Helper()
+		fi, err := os.Stat(logPath(path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if got := size(); got != logSpace {
+		t.Fatalf("log of %d bytes after open, want %d", got, logSpace)
+	}
+	mustPut(t, s, alloc(1), alloc(2), alloc(3))
+	if err := s.ReleaseAllocation(alloc(2).Owner.Key, alloc(2).Addr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got != logSpace {
+		t.Fatalf("log of %d bytes after four commits, want %d", got, logSpace)
+	}
+	r := open(t, snapshot(t, path).restore(t))
+	defer r.Close()
+	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(3).Addr}; !slices.Equal(got, want) {
+		t.Fatalf("after a crash: %v, want %v", got, want)
+	}
+}
+
+// TestTheLogsSpaceIsNotATornRecord: the zeros after the last record are the log's space, not
+// a record a crash cut short: a start says nothing of them and keeps every record.
+func TestTheLogsSpaceIsNotATornRecord(t *testing.T) {
+	img, ends := loggedImage(t, alloc(1), alloc(2))
+	img.log = append(img.log[:ends[1]:ends[1]], make([]byte, logSpace-ends[1])...)
+	var logged bytes.Buffer
+	r, moved, err := Open(img.restore(t), slog.New(slog.NewTextHandler(&logged, nil)))
+	if err != nil || moved != "" {
+		t.Fatalf("open: moved %q, %v", moved, err)
+	}
+	defer r.Close()
+	if got := addrsOf(t, r); len(got) != 2 {
+		t.Fatalf("allocations %v, want both", got)
+	}
+	if strings.Contains(logged.String(), "torn") {
+		t.Fatalf("a start called the log's space a torn record: %s", logged.String())
+	}
+}
+
+// TestAResetThatCannotZeroTheLogCutsItOff: when the zeros cannot be written over the records
+// a checkpoint applied, the next commit cuts the log to its new header before its record, and
+// nothing of the earlier generation is read behind it.
+func TestAResetThatCannotZeroTheLogCutsItOff(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s := open(t, path)
+	defer s.Close()
+	mustPut(t, s, alloc(1), alloc(2))
+	t.Cleanup(func() { writeLog = (*os.File).WriteAt })
+	writeLog = func(f *os.File, b []byte, off int64) (int, error) {
+		if off >= logHeader && !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+			return 0, syscall.ENOSPC // the zeros
+		}
+		return f.WriteAt(b, off)
+	}
+	if _, err := s.Load(); err == nil { // checkpoints, then resets the log
+		t.Fatal("a load whose reset failed succeeded")
+	}
+	writeLog = (*os.File).WriteAt
+	if err := s.ReleaseAllocation(alloc(1).Owner.Key, alloc(1).Addr, time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	img := snapshot(t, path)
+	if n := used(img.log); n > logHeader+200 {
+		t.Fatalf("log holds %d bytes before its zeros after one small record: the earlier records were kept", n)
+	}
+	r := open(t, img.restore(t))
+	defer r.Close()
+	if got, want := addrsOf(t, r), []netip.Addr{alloc(2).Addr}; !slices.Equal(got, want) {
 		t.Fatalf("after a crash: %v, want %v", got, want)
 	}
 }
