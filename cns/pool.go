@@ -162,18 +162,25 @@ type Grant struct {
 // RequestIP returns the address held by o.Key, assigning one if it holds none. When the pool
 // is empty it waits, up to RequestWait, for the loop's scale-up.
 func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error) {
-	ctx, cancel := context.WithTimeout(ctx, m.cfg.RequestWait)
-	defer cancel()
+	wait := waitBound{parent: ctx, deadline: time.Now().Add(m.cfg.RequestWait)}
+	defer wait.stop()
 	// Wait for the pool before taking the key: startup replays spooled releases under the
 	// same key locks and must never wait behind a request that waits for startup.
 	select {
 	case <-m.ready:
-	case <-ctx.Done():
-		return Grant{}, m.waitError(ctx, "cns has not read the NIC yet")
+	default:
+		select {
+		case <-m.ready:
+		case <-wait.ctx().Done():
+			return Grant{}, m.waitError(wait.ctx(), "cns has not read the NIC yet")
+		}
 	}
-	unlock, err := m.keys.lock(ctx, o.Key)
-	if err != nil {
-		return Grant{}, err
+	unlock, free := m.keys.tryLock(o.Key)
+	if !free {
+		var err error
+		if unlock, err = m.keys.lock(wait.ctx(), o.Key); err != nil {
+			return Grant{}, err
+		}
 	}
 	defer unlock()
 	for {
@@ -218,6 +225,7 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 		m.waiters++
 		m.mu.Unlock()
 		m.poke()
+		ctx := wait.ctx()
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -228,6 +236,28 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 		if ctx.Err() != nil {
 			return Grant{}, m.waitError(ctx, "")
 		}
+	}
+}
+
+// waitBound is a request's context bounded by its deadline, made only when the request must
+// wait: most are answered at once from the warm pool, and need no timer.
+type waitBound struct {
+	parent   context.Context
+	deadline time.Time
+	bounded  context.Context
+	cancel   context.CancelFunc
+}
+
+func (w *waitBound) ctx() context.Context {
+	if w.bounded == nil {
+		w.bounded, w.cancel = context.WithDeadline(w.parent, w.deadline)
+	}
+	return w.bounded
+}
+
+func (w *waitBound) stop() {
+	if w.cancel != nil {
+		w.cancel()
 	}
 }
 
