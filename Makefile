@@ -189,7 +189,7 @@ test: build tools k8s-bins lint proto-check generate-check fuzz
 bench: build bench-deps k8s-bins
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-pause ./test/bench/pause
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-cni/nullcni ./test/bench/nullcni
-	CGO_ENABLED=0 $(GO) build -trimpath -o $(RUN_DIR)/bench-nullcns ./test/bench/nullcns
+	CGO_ENABLED=0 $(GO) build -trimpath -tags '$(BUILD_TAGS)' -o $(RUN_DIR)/bench-nullcns ./test/bench/nullcns # built as cns is
 	VNET_K8S_BIN=$(K8S_BIN) bin/vnet-bench --bin bin --ref $(REF_CNI) --cnitool $(TOOLS)/cnitool --crictl $(TOOLS)/crictl \
 	  --pause $(RUN_DIR)/bench-pause --null $(RUN_DIR)/bench-cni/nullcni \
 	  --null-cns $(RUN_DIR)/bench-nullcns --work $(RUN_DIR)/bench --out bench/results.json

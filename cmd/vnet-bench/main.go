@@ -21,7 +21,7 @@ func main() {
 	flag.StringVar(&c.CRICtl, "crictl", ".tools/bin/crictl", "crictl binary (containerd step)")
 	flag.StringVar(&c.Pause, "pause", ".run/bench-pause", "static pause binary for the sandbox image (containerd step)")
 	flag.StringVar(&c.Null, "null", "", "a CNI plugin that does nothing (test/bench/nullcni): the floor of any Go plugin, measured beside ours")
-	flag.StringVar(&c.NullCNS, "null-cns", "", "a server of cns's IPAM calls with no pool and no disk (test/bench/nullcns): the floor of the gRPC pairs, measured beside cns")
+	flag.StringVar(&c.NullCNS, "null-cns", "", "a server of cns's IPAM calls with no pool and no store (test/bench/nullcns): the floors of the gRPC pairs, answering at once and making each call durable first, measured beside cns")
 	flag.StringVar(&c.WorkDir, "work", ".run/bench", "scratch directory")
 	flag.StringVar(&c.Out, "out", "bench/results.json", "results file")
 	flag.IntVar(&c.Iterations, "iterations", 100, "ADD/DEL iterations per plugin")

@@ -268,6 +268,9 @@ func printPairs(w io.Writer, pp Pairs) {
 	if pp.Null != nil {
 		floor("nullcns, grpc-go answering with no pool, no store, no metrics", *pp.Null)
 	}
+	if pp.Durable != nil {
+		floor("nullcns making each call durable first, on the state's disk: its bytes in a file, one write and one fdatasync per group of calls", *pp.Durable)
+	}
 }
 
 func joinFloats(xs []float64) string {

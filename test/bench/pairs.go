@@ -53,6 +53,10 @@ type Pairs struct {
 	// Null is nullcns, grpc-go answering the same calls with no pool, no store and no metrics,
 	// under cns's collector policy: the floor of any cns serving them. Absent without --null-cns.
 	Null *PairsFloor `json:"null,omitempty"`
+	// Durable is nullcns making each call durable first, on the disk of cns's state: the
+	// call's bytes in a file, one write and one fdatasync per group of calls. The floor of any
+	// cns that answers a call only once it is on disk. Absent without --null-cns.
+	Durable *PairsFloor `json:"durable,omitempty"`
 }
 
 // PairsFloor is a server the pairs also ran against, medians of the rounds.
@@ -94,8 +98,9 @@ func (p pairsRun) client() float64 { return p.clientCPU }
 // cns process started as `make run` starts it, state on disk, with the in-process benchmark's
 // pool knobs: no cooldown, so a released address is reusable at once, and a warm pool of at
 // least 96, so no cloud call is on the path. Each of pairsRounds rounds also runs it against
-// the same cns with its state on tmpfs and against nullcns (with --null-cns), the three in an
-// order that rotates every round, so a machine that slows down weighs on all of them.
+// the same cns with its state on tmpfs and against nullcns (with --null-cns) answering at
+// once and making each call durable first, all in an order that rotates every round, so a
+// machine that slows down weighs on all of them.
 func pairs(ctx context.Context, c Config, r *Results) error {
 	servers := []string{"disk"}
 	noTmpfs, err := tmpfsDir()
@@ -107,7 +112,7 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 		defer os.RemoveAll(pairsShm)
 	}
 	if c.NullCNS != "" {
-		servers = append(servers, "null")
+		servers = append(servers, "null", "durable")
 	}
 	runs := map[string][]pairsRun{}
 	for rnd := range pairsRounds {
@@ -120,7 +125,9 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 			case "tmpfs":
 				run, err = pairsOnTmpfs(ctx, c, rnd)
 			case "null":
-				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-null-%d", rnd)))
+				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-null-%d", rnd)), false)
+			case "durable": // its log beside cns's state, on the same disk
+				run, err = pairsAgainstNull(ctx, c, filepath.Join(c.WorkDir, fmt.Sprintf("pairs-durable-%d", rnd)), true)
 			}
 			if err != nil {
 				return fmt.Errorf("%s, round %d: %w", server, rnd+1, err)
@@ -145,6 +152,10 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 	if n := runs["null"]; n != nil {
 		f := floorOf(n, disk)
 		r.Pairs.Null = &f
+	}
+	if d := runs["durable"]; d != nil {
+		f := floorOf(d, disk)
+		r.Pairs.Durable = &f
 	}
 	return nil
 }
@@ -189,8 +200,9 @@ func pairsAgainstCNS(ctx context.Context, c Config, tag string, cnsArgs []string
 	return run, nil
 }
 
-// pairsAgainstNull starts c.NullCNS on a socket in dir and runs the pairs against it.
-func pairsAgainstNull(ctx context.Context, c Config, dir string) (pairsRun, error) {
+// pairsAgainstNull starts c.NullCNS on a socket in dir, with durable its log in dir too, and
+// runs the pairs against it. dir is removed after the run.
+func pairsAgainstNull(ctx context.Context, c Config, dir string, durable bool) (pairsRun, error) {
 	dir, err := filepath.Abs(dir) // a relative path would be read as the target's authority
 	if err != nil {
 		return pairsRun{}, err
@@ -198,8 +210,13 @@ func pairsAgainstNull(ctx context.Context, c Config, dir string) (pairsRun, erro
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return pairsRun{}, err
 	}
+	defer os.RemoveAll(dir)
 	sock := filepath.Join(dir, "null.sock")
-	cmd := exec.Command(c.NullCNS, sock)
+	args := []string{sock}
+	if durable {
+		args = []string{"--log", filepath.Join(dir, "null.log"), sock}
+	}
+	cmd := exec.Command(c.NullCNS, args...)
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlives the bench
 	if err := cmd.Start(); err != nil {
