@@ -83,11 +83,12 @@ func (s *Store) committer() {
 	if err == nil { // only with the log empty may the file say a cns without the log can read it
 		err = markSchema(s.db, schemaClosed)
 	}
-	if err == nil {
-		err = s.log.shrink()
-	}
 	if err != nil {
 		s.logger.Warn("checkpoint at close failed; the change log is replayed at the next start", "err", err)
+		return
+	}
+	if err := s.log.shrink(); err != nil {
+		s.logger.Warn("could not cut the emptied change log to its header; it holds nothing to replay", "err", err)
 	}
 }
 

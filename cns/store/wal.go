@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -116,6 +117,7 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 		// New, or a crash while its first header was written. A reset syncs the header before
 		// any record, so records behind a zero header mean the header was damaged.
 		if len(data) > logHeader && slices.ContainsFunc(data[logHeader:], func(b byte) bool { return b != 0 }) {
+			l.dirty = true
 			return nil, fmt.Errorf("%w: zero header before %d bytes", errLogCorrupt, len(data)-logHeader)
 		}
 		l.stale, l.dirty = true, len(data) > 0
@@ -127,13 +129,14 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	l.salt = binary.LittleEndian.Uint32(data[4:])
 	ops, good, err := readLog(data[logHeader:], l.salt)
 	if err != nil {
+		l.dirty = true // if the state is rebuilt, the reset that follows cuts all of it off
 		return nil, err
 	}
 	l.size = int64(logHeader + good)
-	if slices.ContainsFunc(data[l.size:], func(b byte) bool { return b != 0 }) { // zeros are the space reset left
+	if torn := bytes.TrimRight(data[l.size:], "\x00"); len(torn) > 0 { // zeros are the space reset left
 		l.dirty = true
 		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): ignoring it",
-			"path", l.f.Name(), "bytes", int64(len(data))-l.size)
+			"path", l.f.Name(), "bytes", len(torn))
 	}
 	return ops, nil
 }
@@ -266,8 +269,9 @@ func (l *wal) trim() error {
 // old record fails its checksum, however much of the zeroing a crash lets reach the disk. A
 // crash before it leaves the old header, and the old records are replayed again. Zeroing in
 // place keeps the file's blocks, so no block another file freed is exposed under the new salt
-// behind a record either; the zeros reach the disk with the next record's fdatasync. A log
-// with bytes to cut off (a failed write) or grown past logSpace is cut to its header first.
+// behind a record either. A log with bytes to cut off (a failed write, a damaged log) or grown
+// past logSpace is cut to its header first. A file that cannot be extended to logSpace (a
+// full disk) stays shorter and grows record by record, as far as the disk lets it.
 func (l *wal) reset() error {
 	l.stale = true
 	l.salt = rand.Uint32()
@@ -275,6 +279,7 @@ func (l *wal) reset() error {
 	if _, err := writeLog(l.f, hdr, 0); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
+	l.end = max(l.end, logHeader)
 	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
 		return fmt.Errorf("empty change log: %w", err)
 	}
@@ -284,19 +289,27 @@ func (l *wal) reset() error {
 		if err := l.trim(); err != nil {
 			return fmt.Errorf("empty change log: %w", err)
 		}
+		used = logHeader
 	}
-	to := max(used, logHeader)
-	if l.end < logSpace {
-		to = logSpace
-	}
-	for off := int64(logHeader); off < to; off += int64(len(zeros)) {
-		if _, err := writeLog(l.f, zeros[:min(int64(len(zeros)), to-off)], off); err != nil {
+	for off := int64(logHeader); off < used; off += int64(len(zeros)) {
+		if _, err := writeLog(l.f, zeros[:min(int64(len(zeros)), used-off)], off); err != nil {
 			// Whatever it left fails the new salt's checksum; cut it off before the next record.
 			l.dirty = true
 			return fmt.Errorf("empty change log: %w", err)
 		}
 	}
-	l.end = max(l.end, to)
+	for l.end < logSpace { // zeros too: a write cut short leaves space all the same
+		n, err := writeLog(l.f, zeros[:min(int64(len(zeros)), logSpace-l.end)], l.end)
+		l.end += int64(n)
+		if err != nil {
+			break
+		}
+	}
+	// The zeros on disk now, with the checkpoint, rather than in the next group's fdatasync.
+	if err := unix.Fdatasync(int(l.f.Fd())); err != nil {
+		l.dirty = true
+		return fmt.Errorf("empty change log: %w", err)
+	}
 	l.stale, l.rotate = false, false
 	return nil
 }

@@ -242,6 +242,10 @@ func TestLogDamagedBeforeItsEndIsRebuilt(t *testing.T) {
 			if err != nil || moved == "" {
 				t.Fatalf("open: moved %q, %v; want a rebuild", moved, err)
 			}
+			if b, err := os.ReadFile(logPath(path)); err != nil || used(b) != logHeader {
+				r.Close()
+				t.Fatalf("log after the rebuild: %d bytes before its zeros (%v), want its header alone", used(b), err)
+			}
 			if got := addrsOf(t, r); !slices.Equal(got, []netip.Addr{alloc(7).Addr}) {
 				t.Fatalf("allocations %v, want the rebuilt one", got)
 			}
@@ -575,7 +579,7 @@ func TestNothingIsCutBeforeTheStateIsAccepted(t *testing.T) {
 		schema string
 	}{
 		"another format": {append([]byte("vcl9"), img.log[4:]...), "3"},
-		"newer schema":   {img.log[:len(img.log)-3], "4"},
+		"newer schema":   {img.log[:used(img.log)-3], "4"},
 	} {
 		path := crashImage{db: img.db, log: tc.log}.restore(t)
 		setSchema(t, path, tc.schema, func(*bolt.Tx) error { return nil })
@@ -683,6 +687,53 @@ func TestTheLogKeepsItsSizeWhileItTakesRecords(t *testing.T) {
 	defer r.Close()
 	if got, want := addrsOf(t, r), []netip.Addr{alloc(1).Addr, alloc(3).Addr}; !slices.Equal(got, want) {
 		t.Fatalf("after a crash: %v, want %v", got, want)
+	}
+	if _, err := s.Load(); err != nil { // checkpoints: zeros over the records
+		t.Fatal(err)
+	}
+	if b := snapshot(t, path).log; len(b) != logSpace || used(b) != logHeader {
+		t.Fatalf("log after a checkpoint: %d bytes, %d before its zeros; want %d, its header alone", len(b), used(b), logSpace)
+	}
+}
+
+// TestALogGrownPastItsSpaceComesBackToIt: a log that grew past logSpace (checkpoints that
+// failed for a while) is cut back to it once its records are in the state file.
+func TestALogGrownPastItsSpaceComesBackToIt(t *testing.T) {
+	img, ends := loggedImage(t, alloc(1), alloc(2))
+	img.log = append(img.log[:ends[1]:ends[1]], make([]byte, logSpace+logSpace/2)...)
+	path := img.restore(t)
+	r := open(t, path)
+	defer r.Close()
+	if got := addrsOf(t, r); len(got) != 2 {
+		t.Fatalf("allocations %v, want both", got)
+	}
+	if fi, err := os.Stat(logPath(path)); err != nil || fi.Size() != logSpace {
+		t.Fatalf("log after a start: %v %v, want %d bytes", fi, err, logSpace)
+	}
+}
+
+// TestALogTheDiskCannotExtendGrowsAsItGoes: on a disk too full for the log's space, a start
+// and its commits go on with a shorter log.
+func TestALogTheDiskCannotExtendGrowsAsItGoes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	t.Cleanup(func() { writeLog = (*os.File).WriteAt })
+	writeLog = func(f *os.File, b []byte, off int64) (int, error) {
+		if off >= 4*int64(len(zeros)) && !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+			return 0, syscall.ENOSPC // the space past 256 KiB
+		}
+		return f.WriteAt(b, off)
+	}
+	s := open(t, path)
+	defer s.Close()
+	mustPut(t, s, alloc(1), alloc(2))
+	if fi, err := os.Stat(logPath(path)); err != nil || fi.Size() != logHeader+4*int64(len(zeros)) {
+		t.Fatalf("log: %v %v, want the %d bytes the disk took", fi, err, logHeader+4*len(zeros))
+	}
+	writeLog = (*os.File).WriteAt
+	r := open(t, snapshot(t, path).restore(t))
+	defer r.Close()
+	if got := addrsOf(t, r); len(got) != 2 {
+		t.Fatalf("after a crash: %v, want both allocations", got)
 	}
 }
 
