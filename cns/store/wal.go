@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -116,7 +115,7 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 	if len(data) < logHeader || [logHeader]byte(data[:logHeader]) == [logHeader]byte{} {
 		// New, or a crash while its first header was written. A reset syncs the header before
 		// any record, so records behind a zero header mean the header was damaged.
-		if len(data) > logHeader && slices.ContainsFunc(data[logHeader:], func(b byte) bool { return b != 0 }) {
+		if len(data) > logHeader && !allZero(data[logHeader:]) {
 			l.dirty = true
 			return nil, fmt.Errorf("%w: zero header before %d bytes", errLogCorrupt, len(data)-logHeader)
 		}
@@ -133,10 +132,10 @@ func (l *wal) readBack(log *slog.Logger) ([]op, error) {
 		return nil, err
 	}
 	l.size = int64(logHeader + good)
-	if torn := bytes.TrimRight(data[l.size:], "\x00"); len(torn) > 0 { // zeros are the space reset left
+	if torn := zeroTail(data[l.size:]); torn > 0 { // zeros are the space reset left
 		l.dirty = true
 		log.Warn("the change log ends in a torn record (a crash during its write; it was never acknowledged): ignoring it",
-			"path", l.f.Name(), "bytes", len(torn))
+			"path", l.f.Name(), "bytes", torn)
 	}
 	return ops, nil
 }
@@ -178,7 +177,7 @@ func readLog(data []byte, salt uint32) (ops []op, good int, err error) {
 	for good < len(data) {
 		payload, ok := recordAt(data[good:], salt)
 		if !ok {
-			if !slices.ContainsFunc(data[good:], func(b byte) bool { return b != 0 }) {
+			if allZero(data[good:]) {
 				return ops, good, nil // the space after the last record
 			}
 			for p := good + 1; p+recordHeader < len(data); p++ {
@@ -194,6 +193,30 @@ func readLog(data []byte, salt uint32) (ops []op, good int, err error) {
 		good += recordHeader + len(payload)
 	}
 	return ops, good, nil
+}
+
+// allZero tells whether b holds only zeros, a block at a time.
+func allZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// zeroTail returns how many bytes of b come before the zeros it ends with.
+func zeroTail(b []byte) int {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[len(b)-n:], zeros[:n]) {
+			return len(bytes.TrimRight(b, "\x00"))
+		}
+		b = b[:len(b)-n]
+	}
+	return 0
 }
 
 // recordAt returns the payload of the record at the start of b if it is whole: its length
