@@ -225,16 +225,16 @@ func (m *Manager) RequestIP(ctx context.Context, o ipampool.Owner) (Grant, error
 		m.waiters++
 		m.mu.Unlock()
 		m.poke()
-		ctx := wait.ctx()
+		bounded := wait.ctx()
 		select {
 		case <-ch:
-		case <-ctx.Done():
+		case <-bounded.Done():
 		}
 		m.mu.Lock()
 		m.waiters--
 		m.mu.Unlock()
-		if ctx.Err() != nil {
-			return Grant{}, m.waitError(ctx, "")
+		if bounded.Err() != nil {
+			return Grant{}, m.waitError(bounded, "")
 		}
 	}
 }
