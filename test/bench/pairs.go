@@ -26,7 +26,8 @@ import (
 )
 
 // Pairs is the gRPC pairs/s result: RequestIPs+ReleaseIPs pairs against a cns process, and in
-// the same rounds against the same cns with its state on tmpfs and against nullcns.
+// the same rounds against three floors: the same cns with its state on tmpfs, and nullcns
+// answering at once and making each call durable first.
 type Pairs struct {
 	Clients int `json:"clients"`
 	Rounds  int `json:"rounds"`
@@ -145,18 +146,7 @@ func pairs(ctx context.Context, c Config, r *Results) error {
 		r.Pairs.NICWrites += p.nicWrites
 		r.Pairs.Warmup = min(r.Pairs.Warmup, p.warmup)
 	}
-	if t := runs["tmpfs"]; t != nil {
-		f := floorOf(t, disk)
-		r.Pairs.Tmpfs = &f
-	}
-	if n := runs["null"]; n != nil {
-		f := floorOf(n, disk)
-		r.Pairs.Null = &f
-	}
-	if d := runs["durable"]; d != nil {
-		f := floorOf(d, disk)
-		r.Pairs.Durable = &f
-	}
+	r.Pairs.Tmpfs, r.Pairs.Null, r.Pairs.Durable = floorOf(runs["tmpfs"], disk), floorOf(runs["null"], disk), floorOf(runs["durable"], disk)
 	return nil
 }
 
@@ -290,9 +280,12 @@ func measurePairs(ctx context.Context, ipam cnsv1grpc.IPAMServiceClient, pid int
 }
 
 // floorOf summarises the runs against a floor server beside those against cns on disk, run
-// for run (the same rounds).
-func floorOf(runs, disk []pairsRun) PairsFloor {
-	f := PairsFloor{PerS: median(runs, pairsRun.rate), RoundsPerS: collect(runs, pairsRun.rate),
+// for run (the same rounds); nil when the floor did not run.
+func floorOf(runs, disk []pairsRun) *PairsFloor {
+	if len(runs) == 0 {
+		return nil
+	}
+	f := &PairsFloor{PerS: median(runs, pairsRun.rate), RoundsPerS: collect(runs, pairsRun.rate),
 		ServerCPUMicros: median(runs, pairsRun.server), ClientCPUMicros: median(runs, pairsRun.client)}
 	ratios := make([]float64, len(runs))
 	for i := range runs {
