@@ -38,6 +38,9 @@ type fakeNIC struct {
 	gets       int
 }
 
+// fakeSnapshot is the fake's NIC.Snapshot: the version it was taken of.
+type fakeSnapshot struct{ etag string }
+
 type fakeConfig struct {
 	name string
 	addr netip.Addr
@@ -134,6 +137,7 @@ func (f *fakeNIC) writeLog() []cloud.Change {
 
 func (f *fakeNIC) viewLocked() cloud.NIC {
 	n := cloud.NIC{ID: "/fake/nic0", ETag: fmt.Sprint(f.etag), Primary: f.primary, Subnet: f.subnet, ProvisioningState: f.state}
+	n.Snapshot = fakeSnapshot{n.ETag}
 	for _, c := range f.configs {
 		if cloud.OwnConfigName(c.name) && c.addr.Is4() {
 			n.Secondaries = append(n.Secondaries, c.addr)
@@ -176,7 +180,7 @@ func (f *fakeNIC) GetNIC(ctx context.Context) (cloud.NIC, error) {
 
 func (f *fakeNIC) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error) {
 	f.mu.Lock()
-	f.writes = append(f.writes, cloud.Change{ETag: ch.ETag, Add: ch.Add, Remove: slices.Clone(ch.Remove)})
+	f.writes = append(f.writes, cloud.Change{ETag: ch.ETag, Snapshot: ch.Snapshot, Add: ch.Add, Remove: slices.Clone(ch.Remove)})
 	f.writesAt = append(f.writesAt, time.Now())
 	ft := f.takeFaultLocked("update", &ch)
 	f.mu.Unlock()

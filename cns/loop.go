@@ -174,7 +174,7 @@ func (m *Manager) cancelReleasesLocked(n int, now time.Time) []netip.Addr {
 // A NIC whose last operation Failed is written even with nothing to change: ARM's remedy is
 // to PUT it again, which makes the configurations it lists take effect (or not) for sure.
 func (m *Manager) changeLocked(d ipampool.Decision, now time.Time) (ch *cloud.Change, fresh []netip.Addr) {
-	ch = &cloud.Change{ETag: m.nicState.ETag, Add: d.Add}
+	ch = &cloud.Change{ETag: m.nicState.ETag, Snapshot: m.nicState.Snapshot, Add: d.Add}
 	if m.addCap > 0 {
 		ch.Add = min(ch.Add, m.addCap)
 	}

@@ -60,6 +60,30 @@ func requestAll(m *Manager, prefix string, n int) ([]netip.Addr, []error) {
 	return addrs, errs
 }
 
+// Every write the pool makes carries the snapshot of the view it was decided on, whether that
+// view was read or was the answer to the write before, so the backend writes on it without
+// reading the NIC again.
+func TestWritesCarryTheSnapshotOfTheViewTheyWereDecidedOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		f := newFakeNIC()
+		m := startManager(t, testConfig(), f, newMemStore())
+		synctest.Wait()
+		if _, errs := requestAll(m, "pod", 20); errors.Join(errs...) != nil {
+			t.Fatal(errors.Join(errs...))
+		}
+		synctest.Wait()
+		log := f.writeLog()
+		if len(log) < 2 {
+			t.Fatalf("writes: %+v, want the warm-up and growth after it", log)
+		}
+		for i, w := range log {
+			if w.Snapshot != (fakeSnapshot{w.ETag}) {
+				t.Fatalf("write %d, decided on etag %s, carried snapshot %v", i, w.ETag, w.Snapshot)
+			}
+		}
+	})
+}
+
 // Item 5: a queued release gives way to a waiting request, without a cloud write.
 func TestWaitingRequestCancelsQueuedRelease(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {

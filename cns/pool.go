@@ -20,7 +20,8 @@ type NICAPI interface {
 	// GetNIC reads the NIC and its etag.
 	GetNIC(ctx context.Context) (cloud.NIC, error)
 	// UpdateIPConfigs writes the NIC's ip configurations with If-Match ch.ETag and waits
-	// for the long-running operation; errors are *cloud.Error.
+	// for the long-running operation, building on ch.Snapshot when it has one; errors are
+	// *cloud.Error.
 	UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error)
 }
 

@@ -26,6 +26,10 @@ type NIC struct {
 	// balancer's, IPv6 ones): they take room on the NIC but cns never touches them.
 	Foreign           []ForeignConfig
 	ProvisioningState string
+	// Snapshot is the backend's own copy of what it read or wrote, opaque to everyone else.
+	// A Change decided on this view carries it back, so the write builds on it instead of
+	// reading the NIC again; If-Match on ETag still refuses the write if the NIC has changed.
+	Snapshot any
 }
 
 // ForeignConfig is an ip configuration cns did not create.
@@ -67,9 +71,10 @@ func OwnConfigName(name string) bool { return ownName.MatchString(name) }
 
 // Change is one write of the NIC's ip configurations.
 type Change struct {
-	ETag   string       // the NIC version the change was decided on; a mismatch is ErrConflict
-	Add    int          // new dynamic ip configurations in the primary's subnet
-	Remove []netip.Addr // secondary addresses to remove
+	ETag     string       // the NIC version the change was decided on; a mismatch is KindConflict
+	Snapshot any          // that version's NIC.Snapshot, if the caller kept it; else the write reads the NIC first
+	Add      int          // new dynamic ip configurations in the primary's subnet
+	Remove   []netip.Addr // secondary addresses to remove
 }
 
 // Kind classifies a cloud failure by what the caller should do about it.

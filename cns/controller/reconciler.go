@@ -104,7 +104,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 			}
 			wctx = WithTicket(cctx)
 		}
-		written, err := nic.UpdateIPConfigs(wctx, cloud.Change{ETag: now.ETag, Add: p.Add, Remove: p.Remove})
+		written, err := nic.UpdateIPConfigs(wctx, cloud.Change{ETag: now.ETag, Snapshot: now.Snapshot, Add: p.Add, Remove: p.Remove})
 		r.Metrics.write(err, time.Since(start))
 		if err != nil {
 			r.Log.Warn("NIC write failed", "node", obj.Name, "add", p.Add, "remove", len(p.Remove), "err", err)

@@ -27,6 +27,7 @@ type fakeNIC struct {
 	mu     sync.Mutex
 	nic    cloud.NIC
 	writes int
+	last   cloud.Change // the latest write's
 }
 
 func (f *fakeNIC) GetNIC(context.Context) (cloud.NIC, error) {
@@ -39,6 +40,7 @@ func (f *fakeNIC) UpdateIPConfigs(_ context.Context, ch cloud.Change) (cloud.NIC
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
+	f.last = ch
 	next := f.nic.Secondaries[len(f.nic.Secondaries)-1].Next()
 	for range ch.Add {
 		f.nic.Secondaries = append(f.nic.Secondaries, next)
@@ -68,6 +70,20 @@ func reconcileNode(t *testing.T, r *Reconciler, c client.Client, name string) (*
 		t.Fatal(gerr)
 	}
 	return o, err
+}
+
+// The write is made on the view the reconcile has just read: the change carries that view's
+// snapshot, so the cloud backend does not read the NIC a second time.
+func TestTheWriteCarriesTheSnapshotOfTheReadBeforeIt(t *testing.T) {
+	nic := &fakeNIC{nic: cloud.NIC{ID: "/nic/a", ETag: "e1", ProvisioningState: "Succeeded", Snapshot: "e1 as read",
+		Primary: netip.MustParseAddr("10.0.0.4"), Subnet: netip.MustParsePrefix("10.0.0.0/16"), Secondaries: addrs("10.0.0.5")}}
+	r, c := testReconciler(t, func(context.Context, string) (NIC, error) { return nic, nil }, newNNC("a", 3))
+	if _, err := reconcileNode(t, r, c, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if nic.writes != 1 || nic.last.ETag != "e1" || nic.last.Snapshot != "e1 as read" {
+		t.Fatalf("%d writes, the last on etag %q with snapshot %v", nic.writes, nic.last.ETag, nic.last.Snapshot)
+	}
 }
 
 // Two nodes whose provider IDs lead to one NIC: the second is refused, never written.

@@ -97,26 +97,35 @@ func NewWithCredential(cfg Config, cred azcore.TokenCredential) (*Client, error)
 		poll: poll, subnetP: map[string]netip.Prefix{}}, nil
 }
 
+// nicSnapshot is the NIC as ARM last answered it, kept in cloud.NIC.Snapshot: a write decided
+// on that view PUTs it back with its changes, without reading it again.
+type nicSnapshot struct{ iface armnetwork.Interface }
+
 // GetNIC reads the NIC.
 func (c *Client) GetNIC(ctx context.Context) (cloud.NIC, error) {
 	resp, err := c.nics.Get(ctx, c.rg, c.nic, nil)
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("get NIC %s: %w", c.nic, err))
 	}
-	return c.toNIC(ctx, resp.Interface)
+	return c.view(ctx, resp.Interface)
 }
 
-// UpdateIPConfigs applies ch to the NIC with If-Match, waiting for the long-running
-// operation. The NIC is re-read first; if its etag is not ch.ETag the change was decided on
-// a stale view and KindConflict is returned without writing.
+// view is the pool's view of iface, carrying iface as its snapshot.
+func (c *Client) view(ctx context.Context, iface armnetwork.Interface) (cloud.NIC, error) {
+	n, err := c.toNIC(ctx, iface)
+	n.Snapshot = nicSnapshot{iface}
+	return n, err
+}
+
+// UpdateIPConfigs applies ch to the NIC with If-Match ch.ETag, waiting for the long-running
+// operation. It builds on ch.Snapshot when that is the version ch was decided on; otherwise it
+// reads the NIC first, and if the etag read is not ch.ETag the change was decided on a stale
+// view and KindConflict is returned without writing. A snapshot gone stale meets ARM's 412,
+// also KindConflict.
 func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error) {
-	resp, err := c.nics.Get(ctx, c.rg, c.nic, nil)
+	iface, err := c.writeBase(ctx, ch)
 	if err != nil {
-		return cloud.NIC{}, classify(fmt.Errorf("get NIC %s: %w", c.nic, err))
-	}
-	iface := resp.Interface
-	if etag := str(iface.Etag); ch.ETag != "" && etag != ch.ETag {
-		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindConflict, Err: fmt.Errorf("NIC changed: etag %s, decided on %s", etag, ch.ETag)}
+		return cloud.NIC{}, err
 	}
 	if iface.Properties == nil {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: errors.New("NIC has no properties")}
@@ -149,7 +158,9 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 			},
 		})
 	}
-	iface.Properties.IPConfigurations = configs
+	props := *iface.Properties // a snapshot is the caller's: change a copy
+	props.IPConfigurations = configs
+	iface.Properties = &props
 	// If-Match is not an option of BeginCreateOrUpdate; it rides on the context, as does
 	// the capture of the PUT's answer, whose Retry-After says when to poll first.
 	var put *http.Response
@@ -165,7 +176,23 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("NIC %s update: %w", c.nic, err))
 	}
-	return c.toNIC(ctx, res.Interface)
+	return c.view(ctx, res.Interface)
+}
+
+// writeBase is the NIC a write of ch changes: ch's snapshot if it is of the version ch was
+// decided on, else the NIC read now, which must be that version.
+func (c *Client) writeBase(ctx context.Context, ch cloud.Change) (armnetwork.Interface, error) {
+	if s, ok := ch.Snapshot.(nicSnapshot); ok && ch.ETag != "" && str(s.iface.Etag) == ch.ETag {
+		return s.iface, nil
+	}
+	resp, err := c.nics.Get(ctx, c.rg, c.nic, nil)
+	if err != nil {
+		return armnetwork.Interface{}, classify(fmt.Errorf("get NIC %s: %w", c.nic, err))
+	}
+	if etag := str(resp.Etag); ch.ETag != "" && etag != ch.ETag {
+		return armnetwork.Interface{}, &cloud.Error{Kind: cloud.KindConflict, Err: fmt.Errorf("NIC changed: etag %s, decided on %s", etag, ch.ETag)}
+	}
+	return resp.Interface, nil
 }
 
 // DefaultPollInterval is the wait between polls of a NIC write when ARM sends no

@@ -125,6 +125,60 @@ func TestBothShapesStaleETagIsConflictWithoutWriting(t *testing.T) {
 	}
 }
 
+// A write decided on a view carries the view's snapshot and builds on it: it reads nothing
+// before it writes (a standalone NIC 1 GET fewer, a scale-set instance 2), as the pool and the
+// controller write on the view they just read. The snapshot stays the caller's: a write that
+// failed on it leaves it as it was, so the same change retried adds what it asks and no more.
+// A snapshot another writer has made stale is refused by If-Match (412) and changes nothing.
+func TestBothShapesWriteOnTheirSnapshotWithoutReadingAgain(t *testing.T) {
+	readsBefore := map[string]int{"standalone": 1, "scale-set": 2}
+	for _, shape := range shapes {
+		t.Run(shape, func(t *testing.T) {
+			f := setupShape(t, shape, nil)
+			write := func(ch cloud.Change) (cloud.NIC, int, error) {
+				gets := f.mock.Stats().Gets
+				n, err := f.c.UpdateIPConfigs(ctx(t), ch)
+				return n, f.mock.Stats().Gets - gets, err
+			}
+			nic, err := f.c.GetNIC(ctx(t))
+			if err != nil || nic.Snapshot == nil {
+				t.Fatalf("GetNIC: snapshot %v, %v", nic.Snapshot, err)
+			}
+			grown, readsWithout, err := write(cloud.Change{ETag: nic.ETag, Add: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := f.mock.Inject(mockarm.Fault{Op: "put-nic", Status: 500, Count: 4}); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := write(cloud.Change{ETag: grown.ETag, Snapshot: grown.Snapshot, Add: 2}); cloud.KindOf(err) != cloud.KindUnavailable {
+				t.Fatalf("write through a persistent 500: %v", err)
+			}
+			again, readsWith, err := write(cloud.Change{ETag: grown.ETag, Snapshot: grown.Snapshot, Add: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(again.Secondaries) != 3 {
+				t.Fatalf("the retried change (add 2 to 1) left %d addresses: %v", len(again.Secondaries), again.Secondaries)
+			}
+			if readsWithout-readsWith != readsBefore[shape] {
+				t.Fatalf("a write read %d times with its view's snapshot and %d without, want %d fewer", readsWith, readsWithout, readsBefore[shape])
+			}
+			stats := f.mock.Stats()
+			if _, _, err := write(cloud.Change{ETag: grown.ETag, Snapshot: grown.Snapshot, Add: 1}); cloud.KindOf(err) != cloud.KindConflict {
+				t.Fatalf("write on a stale snapshot: %v, want kind conflict", err)
+			}
+			now := f.mock.Stats()
+			if now.Writes != stats.Writes || now.PreconditionFailed != stats.PreconditionFailed+1 {
+				t.Fatalf("write on a stale snapshot: writes %d -> %d, 412s %d -> %d", stats.Writes, now.Writes, stats.PreconditionFailed, now.PreconditionFailed)
+			}
+			if onMock, _ := f.mock.NICAddrsByID(f.id); !slices.Equal(onMock, again.Secondaries) {
+				t.Fatalf("mockarm's NIC holds %v, want %v", onMock, again.Secondaries)
+			}
+		})
+	}
+}
+
 // The fault matrix, over both shapes: each failure is classified the same way whichever
 // API the write went through, quickly, and leaves no ip configuration behind.
 func TestFaultsAreClassified(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
@@ -52,17 +53,26 @@ func NewScaleSet(cfg Config, cred azcore.TokenCredential) (*ScaleSetClient, erro
 
 func (c *ScaleSetClient) name() string { return c.ss + "/" + c.instance }
 
+// vmSnapshot is the instance and its NIC as ARM last answered them, kept in
+// cloud.NIC.Snapshot: a write decided on that view changes the instance without reading
+// either again.
+type vmSnapshot struct {
+	vm    armcompute.VirtualMachineScaleSetVM
+	iface armnetwork.Interface
+}
+
 // GetNIC reads the instance (for its etag) and its NIC (for the addresses).
 func (c *ScaleSetClient) GetNIC(ctx context.Context) (cloud.NIC, error) {
 	vm, err := c.vms.Get(ctx, c.rg, c.ss, c.instance, nil)
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("get scale-set VM %s: %w", c.name(), err))
 	}
-	_, n, err := c.readNIC(ctx)
+	iface, n, err := c.readNIC(ctx)
 	if err != nil {
 		return cloud.NIC{}, err
 	}
 	n.ETag = str(vm.Etag)
+	n.Snapshot = vmSnapshot{vm.VirtualMachineScaleSetVM, iface}
 	if p := vm.Properties; p != nil && p.ProvisioningState != nil && *p.ProvisioningState != "Succeeded" {
 		n.ProvisioningState = *p.ProvisioningState
 	}
@@ -78,25 +88,21 @@ func (c *ScaleSetClient) readNIC(ctx context.Context) (armnetwork.Interface, clo
 	return resp.Interface, n, err
 }
 
-// UpdateIPConfigs applies ch to the instance's network profile with If-Match and waits for
-// the update. An instance whose etag is no longer ch.ETag gives KindConflict without writing.
+// UpdateIPConfigs applies ch to the instance's network profile with If-Match ch.ETag and
+// waits for the update. It builds on ch.Snapshot when that is the version ch was decided on;
+// otherwise it reads the instance and its NIC first, and an instance whose etag is no longer
+// ch.ETag gives KindConflict without writing. A snapshot gone stale meets ARM's 412, also
+// KindConflict.
 func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NIC, error) {
-	resp, err := c.vms.Get(ctx, c.rg, c.ss, c.instance, nil)
-	if err != nil {
-		return cloud.NIC{}, classify(fmt.Errorf("get scale-set VM %s: %w", c.name(), err))
-	}
-	vm := resp.VirtualMachineScaleSetVM
-	if etag := str(vm.Etag); ch.ETag != "" && etag != ch.ETag {
-		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindConflict, Err: fmt.Errorf("scale-set VM changed: etag %s, decided on %s", etag, ch.ETag)}
-	}
-	conf, err := c.nicConfig(vm)
-	if err != nil {
-		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: err}
-	}
-	iface, _, err := c.readNIC(ctx)
+	vm, iface, err := c.writeBase(ctx, ch)
 	if err != nil {
 		return cloud.NIC{}, err
 	}
+	i, err := c.nicConfig(vm)
+	if err != nil {
+		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: err}
+	}
+	conf := vm.Properties.NetworkProfileConfiguration.NetworkInterfaceConfigurations[i]
 	primary, err := primaryConfig(iface)
 	if err != nil {
 		return cloud.NIC{}, &cloud.Error{Kind: cloud.KindRejected, Err: err}
@@ -124,7 +130,7 @@ func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (
 				PrivateIPAddressVersion: to.Ptr(armcompute.IPVersionIPv4),
 				Subnet:                  &armcompute.APIEntityReference{ID: primary.Properties.Subnet.ID}}})
 	}
-	conf.Properties.IPConfigurations = kept
+	vm = withIPConfigs(vm, i, kept)
 	var put *http.Response
 	poller, err := c.vms.BeginUpdate(policy.WithCaptureResponse(ctx, &put), c.rg, c.ss, c.instance, vm,
 		&armcompute.VirtualMachineScaleSetVMsClientBeginUpdateOptions{IfMatch: vm.Etag})
@@ -142,16 +148,50 @@ func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (
 	return n, accepted(err)
 }
 
-// nicConfig is the instance's network profile entry for cns's NIC.
-func (c *ScaleSetClient) nicConfig(vm armcompute.VirtualMachineScaleSetVM) (*armcompute.VirtualMachineScaleSetNetworkConfiguration, error) {
+// writeBase is the instance and NIC a write of ch changes: ch's snapshot if it is of the
+// version ch was decided on, else both read now, the instance being that version.
+func (c *ScaleSetClient) writeBase(ctx context.Context, ch cloud.Change) (armcompute.VirtualMachineScaleSetVM, armnetwork.Interface, error) {
+	if s, ok := ch.Snapshot.(vmSnapshot); ok && ch.ETag != "" && str(s.vm.Etag) == ch.ETag {
+		return s.vm, s.iface, nil
+	}
+	resp, err := c.vms.Get(ctx, c.rg, c.ss, c.instance, nil)
+	if err != nil {
+		return armcompute.VirtualMachineScaleSetVM{}, armnetwork.Interface{}, classify(fmt.Errorf("get scale-set VM %s: %w", c.name(), err))
+	}
+	vm := resp.VirtualMachineScaleSetVM
+	if etag := str(vm.Etag); ch.ETag != "" && etag != ch.ETag {
+		return armcompute.VirtualMachineScaleSetVM{}, armnetwork.Interface{}, &cloud.Error{Kind: cloud.KindConflict, Err: fmt.Errorf("scale-set VM changed: etag %s, decided on %s", etag, ch.ETag)}
+	}
+	iface, _, err := c.readNIC(ctx)
+	return vm, iface, err
+}
+
+// withIPConfigs returns vm with ipcs as the ip configurations of its network profile's
+// entry i, sharing nothing it changes with vm (a snapshot its caller still holds).
+func withIPConfigs(vm armcompute.VirtualMachineScaleSetVM, i int, ipcs []*armcompute.VirtualMachineScaleSetIPConfiguration) armcompute.VirtualMachineScaleSetVM {
+	props := *vm.Properties
+	profile := *props.NetworkProfileConfiguration
+	profile.NetworkInterfaceConfigurations = slices.Clone(profile.NetworkInterfaceConfigurations)
+	nc := *profile.NetworkInterfaceConfigurations[i]
+	ncProps := *nc.Properties
+	ncProps.IPConfigurations = ipcs
+	nc.Properties = &ncProps
+	profile.NetworkInterfaceConfigurations[i] = &nc
+	props.NetworkProfileConfiguration = &profile
+	vm.Properties = &props
+	return vm
+}
+
+// nicConfig is the index of the instance's network profile entry for cns's NIC.
+func (c *ScaleSetClient) nicConfig(vm armcompute.VirtualMachineScaleSetVM) (int, error) {
 	if p := vm.Properties; p != nil && p.NetworkProfileConfiguration != nil {
-		for _, nc := range p.NetworkProfileConfiguration.NetworkInterfaceConfigurations {
+		for i, nc := range p.NetworkProfileConfiguration.NetworkInterfaceConfigurations {
 			if nc != nil && nc.Name != nil && strings.EqualFold(*nc.Name, c.base.nic) && nc.Properties != nil {
-				return nc, nil
+				return i, nil
 			}
 		}
 	}
-	return nil, fmt.Errorf("scale-set VM %s has no network profile configuration for NIC %s", c.name(), c.base.nic)
+	return 0, fmt.Errorf("scale-set VM %s has no network profile configuration for NIC %s", c.name(), c.base.nic)
 }
 
 // primaryNICConfigName is the scale-set VM's primary network interface configuration.
