@@ -180,7 +180,9 @@ func (c *Client) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (cloud.NI
 }
 
 // writeBase is the NIC a write of ch changes: ch's snapshot if it is of the version ch was
-// decided on, else the NIC read now, which must be that version.
+// decided on, else the NIC read now, which must be that version. A snapshot someone else's
+// write has made stale costs a write that ARM refuses (412) rather than a read; that happens
+// only with a second writer, while the read was paid by every write.
 func (c *Client) writeBase(ctx context.Context, ch cloud.Change) (armnetwork.Interface, error) {
 	if s, ok := ch.Snapshot.(nicSnapshot); ok && ch.ETag != "" && str(s.iface.Etag) == ch.ETag {
 		return s.iface, nil

@@ -63,16 +63,22 @@ type vmSnapshot struct {
 
 // GetNIC reads the instance (for its etag) and its NIC (for the addresses).
 func (c *ScaleSetClient) GetNIC(ctx context.Context) (cloud.NIC, error) {
-	vm, err := c.vms.Get(ctx, c.rg, c.ss, c.instance, nil)
+	resp, err := c.vms.Get(ctx, c.rg, c.ss, c.instance, nil)
 	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("get scale-set VM %s: %w", c.name(), err))
 	}
+	return c.view(ctx, resp.VirtualMachineScaleSetVM)
+}
+
+// view is the pool's view of instance vm as ARM answered it: the addresses from its NIC, read
+// now, its etag and provisioning state from vm, and both as the snapshot.
+func (c *ScaleSetClient) view(ctx context.Context, vm armcompute.VirtualMachineScaleSetVM) (cloud.NIC, error) {
 	iface, n, err := c.readNIC(ctx)
 	if err != nil {
 		return cloud.NIC{}, err
 	}
 	n.ETag = str(vm.Etag)
-	n.Snapshot = vmSnapshot{vm.VirtualMachineScaleSetVM, iface}
+	n.Snapshot = vmSnapshot{vm, iface}
 	if p := vm.Properties; p != nil && p.ProvisioningState != nil && *p.ProvisioningState != "Succeeded" {
 		n.ProvisioningState = *p.ProvisioningState
 	}
@@ -140,16 +146,19 @@ func (c *ScaleSetClient) UpdateIPConfigs(ctx context.Context, ch cloud.Change) (
 	if err := drive(ctx, poller, c.base.poll, put); err != nil {
 		return cloud.NIC{}, accepted(classify(fmt.Errorf("poll scale-set VM %s update: %w", c.name(), err)))
 	}
-	if _, err := poller.Result(ctx); err != nil {
+	res, err := poller.Result(ctx)
+	if err != nil {
 		return cloud.NIC{}, classify(fmt.Errorf("scale-set VM %s update: %w", c.name(), err))
 	}
 	// The instance's answer names configurations, not addresses: read the NIC for those.
-	n, err := c.GetNIC(ctx)
+	n, err := c.view(ctx, res.VirtualMachineScaleSetVM)
 	return n, accepted(err)
 }
 
 // writeBase is the instance and NIC a write of ch changes: ch's snapshot if it is of the
 // version ch was decided on, else both read now, the instance being that version.
+// A snapshot someone else's write has made stale costs a write that ARM refuses (412) rather
+// than a read; that happens only with a second writer, while the read was paid by every write.
 func (c *ScaleSetClient) writeBase(ctx context.Context, ch cloud.Change) (armcompute.VirtualMachineScaleSetVM, armnetwork.Interface, error) {
 	if s, ok := ch.Snapshot.(vmSnapshot); ok && ch.ETag != "" && str(s.vm.Etag) == ch.ETag {
 		return s.vm, s.iface, nil
