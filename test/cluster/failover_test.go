@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
 // The same failover with real vnet-controller processes: the leader is SIGKILLed while nodes
@@ -18,7 +20,7 @@ func TestLeaderProcessKilledStandbyProcessTakesOver(t *testing.T) {
 	holder := func() string { return leaseHolder(e) }
 	leader := StartControllerProc(t, bin, kc, e.mock, "leader")
 	first := WaitLeader(t, time.Minute, holder, leader)
-	metricsAddr := freePort(t)
+	metricsAddr := nettest.FreeLoopbackAddr(t)
 	standby := StartControllerProc(t, bin, kc, e.mock, "standby", "--metrics-listen", metricsAddr)
 	nodes := e.nodes(t, 6)
 	for _, n := range nodes {

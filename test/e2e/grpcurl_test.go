@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
 // repoFile reads a file at the module root.
@@ -71,7 +73,7 @@ func TestDocumentedGrpcurlCommandsWork(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	runDir := filepath.Join(dir, ".run")
-	armAddr, tcpAddr := freePort(t), freePort(t)
+	armAddr, tcpAddr := nettest.FreeLoopbackAddr(t), nettest.FreeLoopbackAddr(t)
 	socket := filepath.Join(runDir, "cns.sock")
 	startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr)
 	cns := startProc(t, dir, "cns", "--arm-endpoint", "http://"+armAddr, "--auth", "static",

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 	"github.com/vnet-cni/vnet-cni/test/stack"
 )
 
@@ -60,15 +60,6 @@ func (p *proc) kill() {
 	p.cmd = nil
 }
 
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // cnsClient dials a cns socket and waits until it has read the NIC.
 func cnsClient(t *testing.T, socket, logPath string) (cnsv1grpc.IPAMServiceClient, cnsv1grpc.PoolServiceClient) {
 	t.Helper()
@@ -91,7 +82,7 @@ func TestKill9KeepsAllocationsAndCooldowns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	armAddr, tcpAddr := freePort(t), freePort(t)
+	armAddr, tcpAddr := nettest.FreeLoopbackAddr(t), nettest.FreeLoopbackAddr(t)
 	socket := filepath.Join(dir, "cns.sock")
 	mock := startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"))
 	cnsArgs := []string{"--arm-endpoint", "http://" + armAddr, "--auth", "static", "--subscription", "00000000-0000-0000-0000-000000000000",
@@ -167,7 +158,7 @@ func TestSIGTERMDuringCloudWriteLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	armAddr := freePort(t)
+	armAddr := nettest.FreeLoopbackAddr(t)
 	socket := filepath.Join(dir, "cns.sock")
 	startProc(t, dir, "mockarm", "--static-token", "mock", "--listen", armAddr, "--state", filepath.Join(dir, "mockarm.json"), "--latency", "2s")
 	cns := startProc(t, dir, "cns", "--arm-endpoint", "http://"+armAddr, "--auth", "static", "--subscription", "00000000-0000-0000-0000-000000000000",

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,7 +117,7 @@ func start(bins string, o Options) (*ControlPlane, error) {
 	if err != nil {
 		return cp, err
 	}
-	ports, err := freePorts(3)
+	ports, err := nettest.FreeLoopbackPorts(3)
 	if err != nil {
 		return cp, err
 	}

@@ -3,7 +3,6 @@ package k8s
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,21 +88,6 @@ func (p *process) tail(n int) string {
 		}
 	}
 	return string(b)
-}
-
-// freePorts returns n distinct loopback ports that were free a moment ago. Holding all
-// listeners until every port is chosen keeps the n distinct.
-func freePorts(n int) ([]int, error) {
-	ports := make([]int, 0, n)
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }
 
 // Pdeathsig fires when the thread that forked the child ends, not the process, and Go ends

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -25,6 +24,7 @@ import (
 	cnsv1 "github.com/vnet-cni/vnet-cni/proto/cns/v1"
 	cnsv1grpc "github.com/vnet-cni/vnet-cni/proto/cns/v1/cnsv1grpc"
 	"github.com/vnet-cni/vnet-cni/test/mockarm"
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
 // NICName is the node NIC every stack uses.
@@ -97,7 +97,7 @@ func Start(t testing.TB, o Options) *Stack {
 
 	cfg := cns.DefaultConfig()
 	cfg.Socket = filepath.Join(dir, "cns.sock")
-	cfg.Listen = freeAddr(t)
+	cfg.Listen = nettest.FreeLoopbackAddr(t)
 	cfg.MetricsListen = ""
 	cfg.StatePath = filepath.Join(dir, "cns.db")
 	cfg.Pool.ReleaseSpool = filepath.Join(dir, "spool")
@@ -122,15 +122,6 @@ func Start(t testing.TB, o Options) *Stack {
 	s.StartCNS()
 	t.Cleanup(s.Stop)
 	return s
-}
-
-func freeAddr(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func (s *Stack) startMock() {
