@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnet-cni/vnet-cni/test/nettest"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +19,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/vnet-cni/vnet-cni/test/nettest"
 )
 
 // Options tune a control plane; zero values are test defaults.
