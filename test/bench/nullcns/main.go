@@ -2,8 +2,8 @@
 // metrics, on the unix socket named by its argument. make bench runs the gRPC pairs against
 // it beside cns: what it serves is the floor of any cns answering those calls over grpc-go.
 // With --log FILE it first makes each call durable as cns does, and nothing more: the call's
-// bytes appended to FILE, one write and one fdatasync per group of calls (see durableLog),
-// the floor of any cns that answers only once a call is on disk.
+// bytes written to FILE over blocks it already has, one write and one fdatasync per group of
+// calls (see durableLog): the floor of any cns that answers only once a call is on disk.
 package main
 
 import (
