@@ -62,21 +62,29 @@ func (s *Store) committer() {
 				err = s.log.append(rec)
 			}
 		}
-		var cpErr error
+		// The group's changes are durable in the log now: its callers are answered before a
+		// checkpoint, which they need not wait for (it costs a bbolt transaction, two syncs
+		// and the log's emptying: tens of milliseconds on a slow disk). Only callers that
+		// asked for it wait for it. Commits queued meanwhile wait for the committer.
+		var waiting []commit
+		for _, c := range group {
+			if c.checkpoint && err == nil {
+				waiting = append(waiting, c)
+				continue
+			}
+			c.done <- err
+		}
 		if err == nil && (asked || s.log.size >= next) {
-			if cpErr = checkpoint(s.db, s.log, nil); cpErr != nil {
+			cpErr := checkpoint(s.db, s.log, nil)
+			if cpErr != nil {
 				s.logger.Warn("checkpoint of the change log failed; its changes stay durable in it", "err", cpErr)
 				next = s.log.size + checkpointBytes // not again for every group while the disk is full
 			} else {
 				next = checkpointBytes
 			}
-		}
-		for _, c := range group {
-			if c.checkpoint && err == nil {
+			for _, c := range waiting {
 				c.done <- cpErr
-				continue
 			}
-			c.done <- err
 		}
 	}
 	err := checkpoint(s.db, s.log, nil)
