@@ -74,17 +74,17 @@ func (s *Store) committer() {
 			}
 			c.done <- err
 		}
-		if err == nil && (asked || s.log.size >= next) {
-			cpErr := checkpoint(s.db, s.log, nil)
-			if cpErr != nil {
+		var cpErr error
+		if err == nil && (asked || s.log.size >= next) { // asked: waiting has callers
+			if cpErr = checkpoint(s.db, s.log, nil); cpErr != nil {
 				s.logger.Warn("checkpoint of the change log failed; its changes stay durable in it", "err", cpErr)
 				next = s.log.size + checkpointBytes // not again for every group while the disk is full
 			} else {
 				next = checkpointBytes
 			}
-			for _, c := range waiting {
-				c.done <- cpErr
-			}
+		}
+		for _, c := range waiting {
+			c.done <- cpErr
 		}
 	}
 	err := checkpoint(s.db, s.log, nil)
