@@ -17,7 +17,9 @@ import (
 )
 
 // crashImage is what a crash leaves on disk: the state file and its change log, read while
-// the store is open and idle (every acknowledged commit is in them).
+// the store is open and idle (every acknowledged commit is in them). A commit that took the
+// log to checkpointBytes is answered before its checkpoint runs: the store is idle again only
+// once a later commit has been answered.
 type crashImage struct{ db, log []byte }
 
 func snapshot(t *testing.T, path string) crashImage {
