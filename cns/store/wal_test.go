@@ -345,7 +345,7 @@ func TestTheLogIsCheckpointedAsItGrows(t *testing.T) {
 // TestACommitDoesNotWaitForTheCheckpointItTrips: the commit whose record takes the log to
 // checkpointBytes is durable once that record is synced, and is answered then; the checkpoint
 // after it (held here: the test keeps bbolt's write transaction open) delays only the commits
-// queued behind it. On this machine's disk a checkpoint took 10–60 ms against 0.2 ms for a
+// queued behind it. On this machine's disk a checkpoint took 15–60 ms against 0.2 ms for a
 // lone commit, and an ADD that tripped one waited that long.
 func TestACommitDoesNotWaitForTheCheckpointItTrips(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state.db")
