@@ -8,9 +8,9 @@
 // A bbolt transaction would pay two (its pages, then its meta page). Once the log reaches
 // checkpointBytes the committer applies it to the bbolt file in one transaction and empties
 // it, after answering the group whose record got it there (that group is durable in the log;
-// only a caller that asked for the checkpoint waits for it);
-// Open does the same with whatever a crash left. Changes set or delete keys outright, so
-// a log replayed over a state that already holds it ends in the same state. Only the last
-// record can be torn by a crash and is dropped (it was never acknowledged); damage before the
-// end rebuilds the state, as a damaged bbolt file does.
+// only a caller that asked for the checkpoint waits for it); Open does the same with whatever
+// a crash left. Changes set or delete keys outright, so a log replayed over a state that
+// already holds it ends in the same state. Only the last record can be torn by a crash and is
+// dropped (it was never acknowledged); damage before the end rebuilds the state, as a damaged
+// bbolt file does.
 package store
