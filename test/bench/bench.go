@@ -68,6 +68,18 @@ type Concurrent struct {
 	CNSCPU   float64 `json:"cns_cpu_ms"`
 	RefCPU   float64 `json:"ref_cpu_ms"`
 	RatioCPU float64 `json:"ratio_cpu"`
+	// Null is the same bursts of a Go plugin that does nothing (--null), against the same
+	// reference rounds: the floor any Go plugin exec'd by cnitool starts from.
+	Null *ConcurrentFloor `json:"null,omitempty"`
+}
+
+// ConcurrentFloor is the do-nothing plugin's bursts: latency per ADD and CPU per ADD (ms).
+type ConcurrentFloor struct {
+	P50      float64 `json:"p50"`
+	P99      float64 `json:"p99"`
+	CPU      float64 `json:"cpu_ms"`
+	RatioP99 float64 `json:"ratio_p99"`
+	RatioCPU float64 `json:"ratio_cpu"`
 }
 
 // Parts are the pieces of one ADD/DEL priced apart (medians, ms).
@@ -231,6 +243,10 @@ func printTable(w io.Writer, r *Results) {
 		c.Pods, c.Rounds, c.OursP50, c.OursP99, c.RefP50, c.RefP99, c.RatioP99)
 	fmt.Fprintf(w, "| %d at once, CPU per ADD: cnitool + plugins (+ cns) | %.1f (+ %.1f) ms | %.1f ms | %.2f | |\n",
 		c.Pods, c.OursCPU, c.CNSCPU, c.RefCPU, c.RatioCPU)
+	if f := c.Null; f != nil {
+		fmt.Fprintf(w, "| floor: a Go plugin that does nothing, %d at once, p50 / p99 (CPU per ADD) | %.1f / %.1f ms (%.1f) | %.1f / %.1f ms (%.1f) | %.2f / %.2f (p99 / CPU) | |\n",
+			c.Pods, f.P50, f.P99, f.CPU, c.RefP50, c.RefP99, c.RefCPU, f.RatioP99, f.RatioCPU)
+	}
 	if r.CRI != nil {
 		fmt.Fprintf(w, "| containerd RunPodSandbox median (p90), crictl | %.1f ms (%.1f) | %.1f ms (%.1f) | %.2f | ≤ 1.0 |\n",
 			r.CRI.Run.Ours, r.CRI.Run.OursP90, r.CRI.Run.Ref, r.CRI.Run.RefP90, r.CRI.Run.Ratio)

@@ -154,8 +154,8 @@ func latency(ctx context.Context, c Config, r *Results) error {
 }
 
 // concurrent: a node receives a ReplicaSet of 30 pods at once, warm pool: 30 cnitool ADDs
-// start together; each ADD's own latency is kept. Rounds alternate ours and the reference,
-// every pod is deleted between rounds.
+// start together; each ADD's own latency is kept. Rounds alternate ours, the reference and,
+// with --null, the plugin that does nothing; every pod is deleted between bursts.
 func concurrent(ctx context.Context, c Config, r *Results) error {
 	const pods, rounds, minFree = 30, 6, 40
 	// The warm pool holds at least the 30: min free above the burst, as an operator sizing
@@ -175,15 +175,19 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 			return err
 		}
 	}
-	var ours, ref []float64
-	var cpu [2]time.Duration // cnitool + plugins, for ours and ref
-	var cnsCPU time.Duration // cns's CPU for ours' ADD bursts and the refill they cause
+	nets := []string{"ours", "ref"}
+	if c.Null != "" {
+		nets = append(nets, "null")
+	}
+	took := map[string][]float64{}
+	cpu := map[string]time.Duration{} // cnitool + plugins
+	var cnsCPU time.Duration          // cns's CPU for ours' ADD bursts and the refill they cause
 	// Quiet: the pool is back at min free (40) with no NIC write in flight. Right after our
 	// burst it is below min free until the refill's write has landed.
 	quiet := func(p *cnsv1.PoolCounts) bool { return p.GetAvailable() >= minFree && p.GetPending() == 0 }
 	for round := range rounds {
-		for _, network := range []string{"ours", "ref"} {
-			// cns is quiet before every burst, so its refill never competes with the reference.
+		for _, network := range nets {
+			// cns is quiet before every burst, so its refill never competes with the others.
 			if err := settle(cn.n.Pool, quiet); err != nil {
 				return err
 			}
@@ -191,7 +195,7 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 			if err != nil {
 				return err
 			}
-			took, burstCPU, err := cn.burst(ctx, "add", network, nss)
+			lat, burstCPU, err := cn.burst(ctx, "add", network, nss)
 			if err != nil {
 				return err
 			}
@@ -210,23 +214,26 @@ func concurrent(ctx context.Context, c Config, r *Results) error {
 			if round == 0 { // warm-up
 				continue
 			}
+			took[network] = append(took[network], lat...)
+			cpu[network] += burstCPU
 			if network == "ours" {
-				ours = append(ours, took...)
-				cpu[0] += burstCPU
 				cnsCPU += after - before
-			} else {
-				ref = append(ref, took...)
-				cpu[1] += burstCPU
 			}
 		}
 	}
-	r.Concurrent = Concurrent{Pods: pods, Rounds: rounds - 1,
-		OursP50: quantile(ours, 0.5), OursP99: quantile(ours, 0.99), RefP50: quantile(ref, 0.5), RefP99: quantile(ref, 0.99)}
-	r.Concurrent.RatioP99 = round(r.Concurrent.OursP99 / r.Concurrent.RefP99)
+	ours, ref := took["ours"], took["ref"]
 	n := float64(pods * (rounds - 1))
-	r.Concurrent.OursCPU, r.Concurrent.RefCPU = ms(cpu[0])/n, ms(cpu[1])/n
-	r.Concurrent.CNSCPU = ms(cnsCPU) / n
-	r.Concurrent.RatioCPU = round((r.Concurrent.OursCPU + r.Concurrent.CNSCPU) / r.Concurrent.RefCPU)
+	cc := Concurrent{Pods: pods, Rounds: rounds - 1,
+		OursP50: quantile(ours, 0.5), OursP99: quantile(ours, 0.99), RefP50: quantile(ref, 0.5), RefP99: quantile(ref, 0.99),
+		OursCPU: ms(cpu["ours"]) / n, RefCPU: ms(cpu["ref"]) / n, CNSCPU: ms(cnsCPU) / n}
+	cc.RatioP99 = round(cc.OursP99 / cc.RefP99)
+	cc.RatioCPU = round((cc.OursCPU + cc.CNSCPU) / cc.RefCPU)
+	if null := took["null"]; len(null) > 0 {
+		f := &ConcurrentFloor{P50: quantile(null, 0.5), P99: quantile(null, 0.99), CPU: ms(cpu["null"]) / n}
+		f.RatioP99, f.RatioCPU = round(f.P99/cc.RefP99), round(f.CPU/cc.RefCPU)
+		cc.Null = f
+	}
+	r.Concurrent = cc
 	return nil
 }
 
