@@ -100,7 +100,7 @@ func TestOneProcessorIsSetBeforeTheInitsThatAllocate(t *testing.T) {
 	}
 	// Today 2.7 KB before it and 40 KB after.
 	if bytesBefore > 4<<10 || bytesBefore*4 > bytesAfter {
-		t.Errorf("inits before %s allocate %d bytes, after it %d; want at most 4 KiB and a fifth of what follows",
+		t.Errorf("inits before %s allocate %d bytes, after it %d; want at most 4 KiB and a quarter of what follows",
 			self, bytesBefore, bytesAfter)
 	}
 	t.Logf("before %s: %d bytes in %v; after: %d bytes in %d inits", self, bytesBefore, before, bytesAfter, len(after))
