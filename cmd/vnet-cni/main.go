@@ -6,7 +6,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/vnet-cni/vnet-cni/plugin"
-	_ "github.com/vnet-cni/vnet-cni/plugin/oneproc" // GOMAXPROCS 1, set before the other inits
+	_ "github.com/vnet-cni/vnet-cni/plugin/oneproc" // GOMAXPROCS 1, set early in init
 )
 
 func main() {

@@ -10,11 +10,11 @@
 // (Performance) has what one processor saves per ADD and DEL.
 //
 // Where the call sits matters, as measured rather than explained: made in main's init, after
-// every other package's, it saved at most half as much on ADD and nothing on DEL. So this package
-// imports only runtime, strconv and syscall: Go initializes, again and again, the first
-// package in import-path order whose imports are all initialized, so this one runs after a
-// dozen standard-library packages and before os, time, unicode, regexp, netlink and the
-// plugin. TestOneProcessorIsSetEarlyInInit keeps it there.
+// every other package's, it saved at most half as much on ADD and nothing on DEL. So this
+// package imports only runtime, strconv and syscall. Go initializes, again and again, the
+// first package in import-path order whose imports are all initialized, so this one runs
+// after a dozen standard-library packages and before os, time, unicode, regexp, netlink and
+// the plugin. TestOneProcessorIsSetEarlyInInit keeps it there.
 //
 // The call stops the world to drop the second processor (about 0.2 ms of CPU) and turns off
 // the runtime's periodic update of GOMAXPROCS, which a process that lives for one CNI call
